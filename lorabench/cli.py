@@ -1,0 +1,199 @@
+"""Command line: `lorabench run`, `lorabench list`, `lorabench leaderboard`.
+
+The only module that imports typer and rich. User errors (LorabenchError) become one paragraph on
+stderr and exit code 2; anything else is a bug and keeps its traceback.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from enum import Enum
+from pathlib import Path
+from typing import Any, Optional
+
+import typer
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.table import Table
+
+from lorabench.errors import ConfigError, LorabenchError
+
+app = typer.Typer(add_completion=False, no_args_is_help=True, help="Benchmark LoRA composition for few-shot transfer.")
+console = Console()
+err_console = Console(stderr=True)
+
+
+def _parse_k(text: str | None) -> list[Any] | None:
+    if not text:
+        return None
+    out: list[Any] = []
+    for part in text.split(","):
+        part = part.strip()
+        if part == "all":
+            out.append("all")
+        elif part.isdigit():
+            out.append(int(part))
+        else:
+            raise ConfigError(f"--k takes a comma-separated list of non-negative integers or 'all' (e.g. 1,5,all); got {part!r}.")
+    return out
+
+
+def _parse_ints(text: str | None, flag: str) -> list[int] | None:
+    if not text:
+        return None
+    try:
+        return [int(p) for p in text.split(",")]
+    except ValueError:
+        raise ConfigError(f"{flag} takes a comma-separated list of integers (e.g. 0,1,2); got {text!r}.") from None
+
+
+def _parse_hparams(items: list[str]) -> dict[str, Any]:
+    out = {}
+    for item in items:
+        if "=" not in item:
+            raise ConfigError(f"--hp takes key=value (e.g. --hp lr=1e-3); got {item!r}.")
+        key, value = item.split("=", 1)
+        try:
+            out[key.strip()] = json.loads(value)
+        except json.JSONDecodeError:
+            out[key.strip()] = value
+    return out
+
+
+def _split_names(values: list[str]) -> list[str]:
+    return [n.strip() for v in values for n in v.split(",") if n.strip()]
+
+
+class Device(str, Enum):
+    cpu = "cpu"
+    cuda = "cuda"
+
+
+@app.command()
+def run(
+    method: list[str] = typer.Option(..., "--method", "-m", help="Method name(s); repeat or comma-separate."),
+    task: list[str] = typer.Option(..., "--task", "-t", help="Task name(s); repeat or comma-separate."),
+    k: Optional[str] = typer.Option(None, "--k", help="K values, e.g. 1,5,all (default: the task's grid)."),
+    seeds: Optional[str] = typer.Option(None, "--seeds", help="Seeds, e.g. 0,1,2 (default: the task's seeds)."),
+    backbone: Optional[str] = typer.Option(None, "--backbone", "-b", help="Backbone (default: the task's)."),
+    data_dir: Optional[Path] = typer.Option(None, "--data-dir", help="Local data folder (<name>/<split>.parquet); else $LORABENCH_DATA, else the hub."),
+    results_dir: Path = typer.Option(Path("results"), "--results-dir", help="Where result JSON files go."),
+    cache_dir: Optional[Path] = typer.Option(None, "--cache-dir", help="Upstream adapter store; else $LORABENCH_CACHE, else ~/.cache/lorabench."),
+    device: Device = typer.Option(Device.cpu, "--device"),
+    hp: list[str] = typer.Option([], "--hp", help="Hyperparameter override key=value (repeatable)."),
+    upstream: list[Path] = typer.Option([], "--upstream", help="PEFT LoRA folder(s) to compose instead of training upstream adapters."),
+    tune: bool = typer.Option(False, "--tune", help="Pick hyperparameters from the method's grid on a validation draw."),
+) -> None:
+    """Run method × task × K × seed; finished cells are skipped; prints mean ± std per K."""
+    from lorabench.evaluator import expand_grid, run_grid, summarize
+    from lorabench.results import read_result
+
+    if device == Device.cuda:
+        import torch
+
+        if not torch.cuda.is_available():
+            raise ConfigError("--device cuda was asked for, but torch sees no CUDA device here. Use --device cpu.")
+    for d in upstream:
+        if not d.is_dir():
+            raise ConfigError(f"--upstream {d}: no such folder (expected a PEFT adapter folder).")
+    cells = expand_grid(
+        _split_names(method), _split_names(task), _parse_k(k), _parse_ints(seeds, "--seeds"), backbone,
+        hparams=_parse_hparams(hp), upstream_dirs=[str(p.resolve()) for p in upstream], tune=tune,
+        device=device.value, data_dir=str(data_dir) if data_dir else None, results_dir=str(results_dir),
+        cache_dir=str(cache_dir) if cache_dir else None,
+    )
+    counts = {"done": 0, "skipped": 0, "failed": 0}
+    with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
+                  TextColumn("[green]{task.fields[done]} done[/] [dim]{task.fields[skipped]} skipped[/] "
+                             "[red]{task.fields[failed]} failed[/]"),
+                  console=console, transient=False) as progress:
+        bar = progress.add_task("cells", total=len(cells), done=0, skipped=0, failed=0)
+
+        def on_event(kind: str, cfg, *rest) -> None:
+            if kind == "start":
+                progress.update(bar, description=f"[bold]{cfg.cell_id()}")
+            elif kind == "upstream":
+                progress.console.print(f"training upstream adapter [cyan]{rest[0]}[/] for {cfg.task} on {cfg.backbone}")
+            elif kind in ("done", "skip", "fail"):
+                key = {"done": "done", "skip": "skipped", "fail": "failed"}[kind]
+                counts[key] += 1
+                if kind == "fail":
+                    progress.console.print(f"[red]failed[/] {cfg.cell_id()}: {rest[0]}")
+                progress.update(bar, advance=1, **counts)
+
+        report = run_grid(cells, on_event=on_event)
+    records = [r for r in (read_result(c.result_path()) for c in cells) if r is not None]
+    table = Table(title=f"accuracy (mean ± std over seeds) — results in {results_dir}")
+    for col in ("task", "method", "backbone", "K", "accuracy", "seeds", "trainable (head)"):
+        table.add_column(col, justify="right" if col in ("K", "accuracy", "seeds") else "left")
+    for row in summarize(records):
+        table.add_row(row["task"], row["method"], row["backbone"], row["k"],
+                      f"{100 * row['mean']:.2f} ± {100 * row['std']:.2f}", str(row["n_seeds"]),
+                      f"{row['trainable_params']:,} ({row['head_params']:,})")
+    console.print(table)
+    if report.failed:
+        err_console.print(f"[red]{len(report.failed)} cell(s) failed:[/]")
+        for cfg, why in report.failed:
+            err_console.print(f"  {cfg.cell_id()}: {why}")
+        raise typer.Exit(1)
+
+
+class Listable(str, Enum):
+    tasks = "tasks"
+    methods = "methods"
+    backbones = "backbones"
+
+
+@app.command("list")
+def list_(what: Listable = typer.Argument(..., help="tasks, methods or backbones")) -> None:
+    """List registered tasks, methods or backbones."""
+    if what == Listable.tasks:
+        from lorabench.task_registry import all_tasks
+
+        table = Table("task", "setting", "suite", "modality", "backbone", "upstream", "K grid", "seeds")
+        for spec in sorted(all_tasks().values(), key=lambda s: (s.suite, s.name)):
+            table.add_row(spec.name, spec.setting, spec.suite, spec.modality, spec.backbone,
+                          ", ".join(u.name for u in spec.upstream), ",".join(map(str, spec.k_grid)),
+                          ",".join(map(str, spec.seeds)))
+    elif what == Listable.methods:
+        from lorabench.method import METHODS
+
+        table = Table("method", "needs upstream", "modalities", "description")
+        for name in METHODS.names():
+            cls = METHODS.get(name)
+            table.add_row(name, "yes" if cls.needs_upstream else "no", ", ".join(cls.modalities), cls.description)
+        for name, why in METHODS.broken.items():
+            table.add_row(f"[red]{name}[/]", "", "", f"[red]broken plugin: {why}[/]")
+    else:
+        from lorabench.backbones import BACKBONES
+
+        table = Table("backbone", "description")
+        for name in BACKBONES.names():
+            doc = (BACKBONES.get(name).__doc__ or "").strip().splitlines()
+            table.add_row(name, doc[0] if doc else "")
+    console.print(table)
+
+
+def main() -> None:
+    try:
+        app(standalone_mode=False)
+    except LorabenchError as exc:
+        err_console.print(f"[bold red]error:[/] {exc}", highlight=False)
+        sys.exit(2)
+    except (typer.Abort, KeyboardInterrupt):
+        err_console.print("aborted; finished cells are saved and will be skipped on a re-run.")
+        sys.exit(130)
+    except typer.Exit as exc:
+        sys.exit(exc.exit_code)
+    except Exception as exc:  # click usage errors: show click's own one-paragraph message
+        import click
+
+        if isinstance(exc, click.ClickException):
+            exc.show()
+            sys.exit(2)
+        raise
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,215 @@
+"""Datasets through one loader (`datasets`): builtin data, then the local data dir, then the hub.
+
+Also the two pieces of sampling that decide what a method sees: seeded stratified partitions of
+single-split datasets (PACS, digits) and K-shot support sets drawn from (task, K, seed).
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+from functools import lru_cache
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from lorabench.errors import ConfigError, DataNotFoundError
+from lorabench.seeding import derive_seed
+from lorabench.specs import DatasetRef, KValue
+
+DATA_ENV = "LORABENCH_DATA"
+
+
+def resolve_data_dir(data_dir: str | os.PathLike | None) -> Path | None:
+    chosen = data_dir if data_dir else os.environ.get(DATA_ENV)
+    return Path(chosen).expanduser().resolve() if chosen else None
+
+
+# --- builtin data: shipped inside an installed dependency, so the default suite runs offline ----
+
+
+def _sklearn_digits():
+    import datasets
+    from PIL import Image
+    from sklearn.datasets import load_digits
+
+    bunch = load_digits()
+    # 8x8 values in 0..16 -> 8-bit grayscale images; the backbone resizes them.
+    images = [Image.fromarray((img * 255 / 16).astype(np.uint8), mode="L") for img in bunch.images]
+    features = datasets.Features(
+        {"image": datasets.Image(), "label": datasets.ClassLabel(names=[str(i) for i in range(10)])}
+    )
+    return datasets.Dataset.from_dict({"image": images, "label": bunch.target.tolist()}, features=features)
+
+
+BUILTIN_DATASETS = {"sklearn_digits": _sklearn_digits}
+
+
+# --- loading -------------------------------------------------------------------------------------
+
+
+def _load_raw(ref: DatasetRef, data_dir: Path | None):
+    """Return a `datasets.Dataset` for the ref's split, or fail saying where we looked."""
+    import datasets
+
+    if ref.builtin:
+        if ref.name not in BUILTIN_DATASETS:
+            raise DataNotFoundError(
+                f"No builtin dataset {ref.name!r}; builtin datasets: {', '.join(BUILTIN_DATASETS)}."
+            )
+        return BUILTIN_DATASETS[ref.name]()
+    looked: list[str] = []
+    if data_dir is not None:
+        path = data_dir / ref.name / f"{ref.split}.parquet"
+        if path.is_file():
+            return datasets.load_dataset("parquet", data_files={ref.split: str(path)}, split=ref.split)
+        looked.append(f"{path} (no such file)")
+    else:
+        looked.append(f"no local data dir (neither --data-dir nor ${DATA_ENV} is set)")
+    if ref.hub_id:
+        try:
+            return datasets.load_dataset(ref.hub_id, ref.hub_config, split=ref.hub_split or ref.split)
+        except Exception as exc:  # offline, missing, gated...: report every place we looked
+            looked.append(f"the hub id {ref.hub_id!r} ({type(exc).__name__}: {str(exc).splitlines()[0][:200]})")
+    else:
+        looked.append("no hub id is declared for it")
+    raise DataNotFoundError(
+        f"Dataset {ref.name!r} split {ref.split!r} was not found. Looked at: {'; '.join(looked)}. "
+        f"Fix: point --data-dir (or ${DATA_ENV}) at a folder holding {ref.name}/{ref.split}.parquet "
+        f"(the Hugging Face parquet layout), or run with internet access so the hub copy can be downloaded."
+    )
+
+
+def _class_names(ds, label_column: str) -> list[str]:
+    feature = ds.features.get(label_column)
+    if feature is not None and hasattr(feature, "names"):
+        return list(feature.names)
+    return [str(v) for v in sorted(set(ds[label_column]))]
+
+
+def stratified_partition(labels: np.ndarray, test_fraction: float, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """Per class, a seeded shuffle; the first round(n*fraction) go to test. Stable across runs."""
+    rng = np.random.default_rng(seed)
+    train, test = [], []
+    for c in np.unique(labels):
+        idx = np.flatnonzero(labels == c)
+        idx = idx[rng.permutation(len(idx))]
+        n_test = int(round(len(idx) * test_fraction))
+        test.append(idx[:n_test])
+        train.append(idx[n_test:])
+    return np.sort(np.concatenate(train)), np.sort(np.concatenate(test))
+
+
+@dataclass
+class Examples:
+    """A loaded, filtered dataset split: rows plus labels remapped to 0..C-1 (None for QA)."""
+
+    key: str
+    dataset: Any  # datasets.Dataset
+    labels: np.ndarray
+    class_names: list[str] | None
+
+
+@lru_cache(maxsize=64)
+def _load_examples_cached(ref_json: str, data_dir: str | None) -> Examples:
+    ref = DatasetRef.model_validate_json(ref_json)
+    ds = _load_raw(ref, Path(data_dir) if data_dir else None)
+    if ref.label_column not in ds.column_names:
+        raise ConfigError(
+            f"Dataset {ref.name!r} has no label column {ref.label_column!r}; columns: {ds.column_names}."
+        )
+    labels = np.asarray(ds[ref.label_column], dtype=np.int64)
+    names: list[str] | None = None
+    if "choices" not in ds.column_names:  # classification: class names and subsets
+        all_names = _class_names(ds, ref.label_column)
+        names = all_names
+        if ref.classes is not None:
+            ids = []
+            for c in ref.classes:
+                if isinstance(c, str):
+                    if c not in all_names:
+                        raise ConfigError(f"Dataset {ref.name!r} has no class {c!r}; classes: {all_names}.")
+                    ids.append(all_names.index(c))
+                else:
+                    if not 0 <= c < len(all_names):
+                        raise ConfigError(f"Dataset {ref.name!r} has classes 0..{len(all_names) - 1}, not {c}.")
+                    ids.append(c)
+            remap = {old: new for new, old in enumerate(ids)}
+            keep = np.flatnonzero(np.isin(labels, ids))
+            ds = ds.select(keep)
+            labels = np.asarray([remap[int(v)] for v in labels[keep]], dtype=np.int64)
+            names = [all_names[i] for i in ids]
+    if ref.holdout is not None:
+        train, test = stratified_partition(labels, ref.holdout.test_fraction, ref.holdout.seed)
+        keep = train if ref.holdout.part == "train" else test
+        ds, labels = ds.select(keep), labels[keep]
+    if ref.max_examples is not None and len(labels) > ref.max_examples:
+        frac = 1 - ref.max_examples / len(labels)
+        keep, _ = stratified_partition(labels, frac, derive_seed(ref.name, ref.split, "cap"))
+        ds, labels = ds.select(keep), labels[keep]
+    return Examples(key=ref_json, dataset=ds, labels=labels, class_names=names)
+
+
+def load_examples(ref: DatasetRef, data_dir: str | os.PathLike | None = None) -> Examples:
+    resolved = resolve_data_dir(data_dir)
+    return _load_examples_cached(ref.cache_key(), str(resolved) if resolved else None)
+
+
+# --- what methods see ----------------------------------------------------------------------------
+
+
+@dataclass
+class Split:
+    """Encoded inputs (tensors, first dim = example) and labels; `key` identifies it for caches."""
+
+    key: str
+    inputs: dict[str, torch.Tensor]
+    labels: torch.Tensor
+    num_classes: int
+    class_names: list[str] | None = None
+    meta: dict[str, Any] = field(default_factory=dict)
+
+    def __len__(self) -> int:
+        return len(self.labels)
+
+    def subset(self, indices) -> "Split":
+        idx = torch.as_tensor(np.asarray(indices, dtype=np.int64))
+        digest = derive_seed(*idx.tolist()) if len(idx) else 0
+        return Split(
+            key=f"{self.key}[{len(idx)}:{digest:x}]",
+            inputs={k: v[idx] for k, v in self.inputs.items()},
+            labels=self.labels[idx],
+            num_classes=self.num_classes,
+            class_names=self.class_names,
+            meta=dict(self.meta),
+        )
+
+    def batch(self, indices: torch.Tensor) -> dict[str, torch.Tensor]:
+        return {k: v[indices] for k, v in self.inputs.items()}
+
+
+def sample_support(labels: np.ndarray, k: KValue, seed: int, per_class: bool = True) -> np.ndarray:
+    """K examples per class (or K in total for QA), drawn from `seed`; 'all' = every index.
+
+    Deterministic: the same (labels, K, seed) always gives the same sorted indices.
+    """
+    labels = np.asarray(labels)
+    if k == "all":
+        return np.arange(len(labels))
+    rng = np.random.default_rng(seed)
+    if not per_class:
+        if k > len(labels):
+            raise ConfigError(f"K={k} is larger than the {len(labels)} training examples available.")
+        return np.sort(rng.choice(len(labels), size=k, replace=False))
+    chosen = []
+    for c in np.unique(labels):
+        idx = np.flatnonzero(labels == c)
+        if k > len(idx):
+            raise ConfigError(
+                f"K={k} examples per class were asked for, but class {c} has only {len(idx)} training "
+                f"examples. Use K <= {min(np.bincount(labels)[np.unique(labels)])} or 'all'."
+            )
+        chosen.append(rng.choice(idx, size=k, replace=False))
+    return np.sort(np.concatenate(chosen)) if chosen else np.arange(0)

@@ -1,0 +1,253 @@
+"""The evaluator: one function runs one cell (method × task × K × seed) and writes its record.
+
+`run_cell` is the single unit every executor calls. `run_grid` expands and runs a grid, skipping
+finished cells; it reports through a callback, so nothing here depends on a terminal UI.
+"""
+
+from __future__ import annotations
+
+import itertools
+import platform
+import resource
+import subprocess
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from functools import lru_cache
+from importlib import metadata
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+import lorabench
+from lorabench.adapters import load_adapter
+from lorabench.backbones import Backbone, create_backbone
+from lorabench.data import Examples, Split, load_examples, sample_support
+from lorabench.errors import ConfigError, LorabenchError
+from lorabench.method import METHODS, Method, MethodContext
+from lorabench.results import is_done, write_result
+from lorabench.seeding import derive_seed, seed_everything
+from lorabench.specs import KValue, Preprocessing, ResultRecord, RunConfig, TaskSpec, Timings
+from lorabench.task_registry import get_task
+from lorabench.upstream import ensure_upstream_adapters, upstream_hparams
+
+_ENCODED: dict[str, Split] = {}
+
+
+@lru_cache(maxsize=1)
+def git_commit() -> str | None:
+    try:
+        out = subprocess.run(["git", "rev-parse", "HEAD"], cwd=Path(lorabench.__file__).parent,
+                             capture_output=True, text=True, timeout=5)
+        return out.stdout.strip() or None if out.returncode == 0 else None
+    except (OSError, subprocess.SubprocessError):
+        return None
+
+
+def versions() -> dict[str, str]:
+    out = {"python": platform.python_version(), "lorabench": lorabench.__version__}
+    for pkg in ("torch", "timm", "transformers", "peft", "datasets", "numpy"):
+        try:
+            out[pkg] = metadata.version(pkg)
+        except metadata.PackageNotFoundError:
+            pass
+    return out
+
+
+def _peak_memory_mb(device: str) -> float:
+    if device.startswith("cuda") and torch.cuda.is_available():
+        return torch.cuda.max_memory_allocated() / 2**20
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # process-wide peak RSS (KiB on Linux)
+
+
+def encode_cached(backbone: Backbone, ex: Examples, idx: np.ndarray | None, prep: Preprocessing) -> Split:
+    """Decoded/tokenized inputs, kept for the process: the test split is shared by every cell."""
+    key = f"{ex.key}|{backbone.name}|{prep.model_dump_json()}|" + ("all" if idx is None else idx.tobytes().hex())
+    if key not in _ENCODED:
+        _ENCODED[key] = backbone.encode(ex, idx, prep)
+    return _ENCODED[key]
+
+
+def reproduce_command(cfg: RunConfig) -> str:
+    parts = ["lorabench run", f"--method {cfg.method}", f"--task {cfg.task}", f"--k {cfg.k}",
+             f"--seeds {cfg.seed}", f"--backbone {cfg.backbone}"]
+    parts += [f"--hp {k}={v}" for k, v in sorted(cfg.hparams.items())]
+    parts += [f"--upstream {d}" for d in cfg.upstream_dirs]
+    if cfg.tune:
+        parts.append("--tune")
+    return " ".join(parts)
+
+
+def _evaluate(method_cls: type[Method], hparams: dict, ctx_factory: Callable[[], MethodContext], support: Split,
+              test: Split) -> tuple[Method, float, dict[str, float]]:
+    t = {}
+    t0 = time.perf_counter()
+    method = method_cls(**hparams)
+    method.prepare(ctx_factory())
+    t["prepare_s"] = time.perf_counter() - t0
+    t0 = time.perf_counter()
+    method.fit(support)
+    t["train_s"] = time.perf_counter() - t0
+    t0 = time.perf_counter()
+    preds = method.predict(test)
+    t["eval_s"] = time.perf_counter() - t0
+    acc = float((preds == test.labels).float().mean()) if len(test) else float("nan")
+    return method, acc, t
+
+
+def run_cell(cfg: RunConfig, on_event: Callable[..., None] | None = None) -> ResultRecord:
+    """Run one cell end to end and return its record (the caller writes it)."""
+    t_start = time.perf_counter()
+    if cfg.device.startswith("cuda") and torch.cuda.is_available():
+        torch.cuda.reset_peak_memory_stats()
+    task = get_task(cfg.task)
+    method_cls = METHODS.get(cfg.method)
+    backbone = create_backbone(cfg.backbone, cfg.device)
+    modality = "text" if task.modality == "multiple_choice" else "image"
+    if modality not in method_cls.modalities:
+        raise ConfigError(f"Method {cfg.method!r} does not apply to {task.modality} tasks like {task.name!r}.")
+    if backbone.modality != modality:
+        raise ConfigError(f"Backbone {cfg.backbone!r} takes {backbone.modality}; task {task.name!r} needs {modality}.")
+    hparams = method_cls.resolve_hparams({**task.hparams.get("*", {}), **task.hparams.get(cfg.method, {}), **cfg.hparams})
+
+    train_ex = load_examples(task.downstream.train, cfg.data_dir)
+    test_ex = load_examples(task.downstream.test, cfg.data_dir)
+    per_class = task.modality != "multiple_choice"
+    support_idx = sample_support(train_ex.labels, cfg.k, derive_seed(task.name, cfg.k, cfg.seed, "support"), per_class)
+    support = encode_cached(backbone, train_ex, support_idx, task.preprocessing)
+    test = encode_cached(backbone, test_ex, None, task.preprocessing)
+
+    t0 = time.perf_counter()
+    adapters = []
+    if method_cls.needs_upstream:
+        targets = backbone.targets()
+        adapters = [load_adapter(d, targets, backbone.aliases) for d in cfg.upstream_dirs] or ensure_upstream_adapters(
+            task, cfg.backbone, cfg.data_dir, cfg.cache_dir, cfg.device,
+            on_train=(lambda name: on_event("upstream", cfg, name)) if on_event else None)
+    upstream_s = time.perf_counter() - t0
+    up_hp = upstream_hparams(task)
+    init_seed = derive_seed(task.name, cfg.k, cfg.seed, "init")
+
+    def ctx_factory() -> MethodContext:
+        return MethodContext(backbone=create_backbone(cfg.backbone, cfg.device), num_classes=support.num_classes
+                             if len(support) else test.num_classes, seed=init_seed, adapters=adapters,
+                             lora_rank=up_hp["rank"], lora_alpha=up_hp["alpha"], task_name=task.name)
+
+    extras: dict[str, Any] = {}
+    if cfg.tune and method_cls.tune_grid and len(support):
+        hparams, extras["tuning"] = _tune(method_cls, hparams, ctx_factory, support, train_ex, support_idx, cfg, task,
+                                          backbone)
+    seed_everything(task.name, cfg.k, cfg.seed, "global")
+    method, acc, t = _evaluate(method_cls, hparams, ctx_factory, support, test)
+    extras.update(method.extras())
+    timings = Timings(upstream_s=upstream_s, total_s=time.perf_counter() - t_start, **t)
+    return ResultRecord(
+        cell_id=cfg.cell_id(), config_hash=cfg.config_hash(), task=task.name, suite=task.suite, setting=task.setting,
+        method=cfg.method, backbone=cfg.backbone, k=cfg.k, seed=cfg.seed, metric=task.metric, value=acc,
+        n_support=len(support), n_test=len(test), trainable_params=method.trainable_params(),
+        head_params=method.head_params(), timings=timings, peak_memory_mb=round(_peak_memory_mb(cfg.device), 1),
+        device=cfg.device if cfg.device != "cuda" else f"cuda:{torch.cuda.get_device_name()}",
+        versions=versions(), git_commit=git_commit(), lorabench_version=lorabench.__version__,
+        created_at=datetime.now(timezone.utc).isoformat(timespec="seconds"), command=reproduce_command(cfg),
+        config={**cfg.model_dump(), "resolved_hparams": hparams, "upstream_hparams": up_hp if adapters else None,
+                "upstream": [a.source for a in adapters]},
+        tags=dict(task.tags), extras=extras,
+    )
+
+
+def _tune(method_cls, hparams, ctx_factory, support, train_ex, support_idx, cfg, task, backbone):
+    """Pick hyperparameters by accuracy on a validation draw disjoint from the support set."""
+    rest = np.setdiff1d(np.arange(len(train_ex.labels)), support_idx)
+    per_class = task.modality != "multiple_choice"
+    labels = train_ex.labels[rest]
+    k_val = cfg.k if cfg.k != "all" else 20
+    if per_class:
+        k_val = min(k_val, int(np.bincount(labels, minlength=support.num_classes).min()))
+    else:
+        k_val = min(k_val, len(rest))
+    if k_val < 1:
+        raise ConfigError(f"--tune needs training examples outside the support set; task {task.name!r} has none left.")
+    val_idx = rest[sample_support(labels, k_val, derive_seed(task.name, cfg.k, cfg.seed, "val"), per_class)]
+    val = encode_cached(backbone, train_ex, val_idx, task.preprocessing)
+    grid = method_cls.tune_grid
+    scores = {}
+    best, best_acc = hparams, -1.0
+    for combo in itertools.product(*grid.values()):
+        trial = {**hparams, **dict(zip(grid, combo))}
+        seed_everything(task.name, cfg.k, cfg.seed, "global")
+        _, acc, _ = _evaluate(method_cls, trial, ctx_factory, support, val)
+        scores[", ".join(f"{k}={v}" for k, v in zip(grid, combo))] = acc
+        if acc > best_acc:
+            best, best_acc = trial, acc
+    return best, {"n_val": len(val), "val_accuracy": scores, "chosen": {k: best[k] for k in grid}}
+
+
+# --- grids -----------------------------------------------------------------------------------------
+
+
+def expand_grid(methods: list[str], tasks: list[str], ks: list[KValue] | None, seeds: list[int] | None,
+                backbone: str | None, **common: Any) -> list[RunConfig]:
+    cells = []
+    for task_name in tasks:
+        task = get_task(task_name)
+        for method in methods:
+            METHODS.get(method)  # fail early on a bad name
+            for k in (ks or task.k_grid):
+                for seed in (seeds if seeds is not None else task.seeds):
+                    cells.append(RunConfig(task=task_name, method=method, backbone=backbone or task.backbone,
+                                           k=k, seed=seed, **common))
+    return cells
+
+
+@dataclass
+class GridReport:
+    done: list[ResultRecord] = field(default_factory=list)
+    skipped: list[RunConfig] = field(default_factory=list)
+    failed: list[tuple[RunConfig, str]] = field(default_factory=list)
+
+
+def run_grid(cells: list[RunConfig], on_event: Callable[..., None] | None = None, stop_on_error: bool = False) -> GridReport:
+    """Run every unfinished cell in order, writing each record atomically as soon as it is done."""
+    emit = on_event or (lambda *a: None)
+    report = GridReport()
+    for cfg in cells:
+        path = cfg.result_path()
+        if is_done(path):
+            report.skipped.append(cfg)
+            emit("skip", cfg)
+            continue
+        emit("start", cfg)
+        try:
+            record = run_cell(cfg, on_event=emit)
+        except Exception as exc:
+            if stop_on_error or not isinstance(exc, LorabenchError):
+                raise
+            report.failed.append((cfg, str(exc)))
+            emit("fail", cfg, str(exc))
+            continue
+        write_result(record, path)
+        report.done.append(record)
+        emit("done", cfg, record)
+    return report
+
+
+def summarize(records: list[ResultRecord]) -> list[dict[str, Any]]:
+    """Mean ± std over seeds per (task, method, backbone, K), with the per-seed values kept."""
+    groups: dict[tuple, list[ResultRecord]] = {}
+    for r in records:
+        groups.setdefault((r.task, r.method, r.backbone, str(r.k)), []).append(r)
+    rows = []
+    for (task, method, backbone, k), recs in groups.items():
+        vals = np.array([r.value for r in recs])
+        rows.append({"task": task, "method": method, "backbone": backbone, "k": k, "mean": float(vals.mean()),
+                     "std": float(vals.std(ddof=0)), "n_seeds": len(vals), "values": vals.tolist(),
+                     "trainable_params": recs[0].trainable_params, "head_params": recs[0].head_params})
+    return sorted(rows, key=lambda r: (r["task"], r["method"], _k_order(r["k"])))
+
+
+def _k_order(k: str) -> float:
+    return float("inf") if k == "all" else float(k)
+

@@ -1,0 +1,192 @@
+"""The LoRA engine: which matrices are adapted, LoRA training layers, and exact composition.
+
+An *adapted matrix* (a `Target`) is a whole Linear / 1x1-Conv weight, or one row block of a fused
+weight (timm ViT's `qkv` is split into q, k and v, each with its own (A, B) pair, as in the paper).
+Every delta is ΔW = scale·B·A. Composition never mixes A's and B's separately: with the N modules'
+factors concatenated, Σₙ wₙ·scaleₙ·Bₙ·Aₙ = (B_cat · diag(w⊗1ᵣ·scale)) · A_cat, one batched matmul
+per layer per forward, and no Python loop over modules.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from dataclasses import dataclass
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+
+@dataclass(frozen=True)
+class TargetRule:
+    """Module names (regex, full match) to adapt; `split` names equal row blocks of a fused weight."""
+
+    pattern: str
+    split: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
+class Target:
+    name: str  # the adapted matrix: module path, or "<module path>.<block>" for fused weights
+    module: str
+    rows: tuple[int, int]
+    in_features: int
+    out_features: int  # rows of this block
+    conv: bool
+
+
+def _io(module: nn.Module, name: str) -> tuple[int, int, bool]:
+    if isinstance(module, nn.Linear):
+        return module.in_features, module.out_features, False
+    if isinstance(module, nn.Conv2d) and module.kernel_size == (1, 1) and module.groups == 1:
+        return module.in_channels, module.out_channels, True
+    raise ValueError(f"LoRA target {name} is a {type(module).__name__}; only Linear and 1x1 Conv2d are supported.")
+
+
+def find_targets(model: nn.Module, rules: list[TargetRule]) -> list[Target]:
+    targets: list[Target] = []
+    for mname, module in model.named_modules():
+        if isinstance(module, AdaptedLayer):
+            module = module.base
+        rule = next((r for r in rules if re.fullmatch(r.pattern, mname)), None)
+        if rule is None or not mname:
+            continue
+        if mname.endswith(".base") and isinstance(model.get_submodule(mname.rsplit(".", 1)[0]), AdaptedLayer):
+            continue
+        in_f, out_f, conv = _io(module, mname)
+        blocks = rule.split or ("",)
+        if out_f % len(blocks):
+            raise ValueError(f"{mname}: {out_f} output rows do not split into {len(blocks)} equal blocks")
+        size = out_f // len(blocks)
+        for i, block in enumerate(blocks):
+            name = f"{mname}.{block}" if block else mname
+            targets.append(Target(name, mname, (i * size, (i + 1) * size), in_f, size, conv))
+    return targets
+
+
+def lora_param_count(targets: list[Target], rank: int) -> int:
+    return sum(rank * (t.in_features + t.out_features) for t in targets)
+
+
+def compose_delta(a_cat: torch.Tensor, b_cat: torch.Tensor, coef: torch.Tensor, rank: int) -> torch.Tensor:
+    """Σₙ coefₙ·Bₙ·Aₙ for every block at once.
+
+    a_cat: [S, N·r, in], b_cat: [S, out, N·r], coef: [S, N] (weight × scale) -> [S, out, in].
+    """
+    coef_r = coef.repeat_interleave(rank, dim=-1)  # [S, N·r]
+    return torch.bmm(b_cat * coef_r.unsqueeze(1), a_cat)
+
+
+class AdaptedLayer(nn.Module):
+    """Wraps one Linear / 1x1 Conv; adds LoRA (trainable) or a composition of N frozen modules.
+
+    Modes: "base" (plain), "lora" (y = W0x + scale·B(Ax)), "compose" (W = W0 + Σ softmax(v)ₙ ΔWₙ,
+    the merged weight computed once per forward, so the step cost barely grows with N).
+    """
+
+    def __init__(self, base: nn.Module, targets: list[Target]):
+        super().__init__()
+        self.base = base
+        self.targets = sorted(targets, key=lambda t: t.rows)
+        self.conv = self.targets[0].conv
+        self.n_blocks = len(self.targets)
+        self.block_rows = self.targets[0].out_features
+        self.in_features = self.targets[0].in_features
+        covered = sum(t.out_features for t in self.targets)
+        if covered != self.base.weight.shape[0]:
+            raise ValueError(f"{self.targets[0].module}: targets cover {covered} rows of {self.base.weight.shape[0]}")
+        self.mode = "base"
+
+    # -- LoRA ---------------------------------------------------------------------------------
+    def enable_lora(self, rank: int, alpha: float) -> None:
+        s, out, inp = self.n_blocks, self.block_rows, self.in_features
+        self.rank, self.scale = rank, alpha / rank
+        a = torch.empty(s, rank, inp, device=self.base.weight.device)
+        for i in range(s):  # PEFT's init: A ~ kaiming-uniform(a=√5), B = 0, so ΔW = 0 at start
+            nn.init.kaiming_uniform_(a[i], a=math.sqrt(5))
+        self.lora_A = nn.Parameter(a)
+        self.lora_B = nn.Parameter(torch.zeros(s, out, rank, device=a.device))
+        self.mode = "lora"
+
+    def lora_weights(self) -> dict[str, tuple[torch.Tensor, torch.Tensor]]:
+        return {t.name: (self.lora_A[i].detach().clone(), self.lora_B[i].detach().clone())
+                for i, t in enumerate(self.targets)}
+
+    def _lora_delta_out(self, x: torch.Tensor) -> torch.Tensor:
+        s, r = self.n_blocks, self.rank
+        if self.conv:  # 1x1 convs are never fused here: one block
+            h = F.conv2d(x, self.lora_A[0][:, :, None, None], stride=self.base.stride)
+            return F.conv2d(h, self.lora_B[0][:, :, None, None]) * self.scale
+        h = F.linear(x, self.lora_A.reshape(s * r, -1)).unflatten(-1, (s, r))
+        return torch.einsum("...sr,sor->...so", h, self.lora_B).flatten(-2) * self.scale
+
+    # -- composition --------------------------------------------------------------------------
+    def set_composition(self, a_cat: torch.Tensor, b_cat: torch.Tensor, scales: torch.Tensor, rank: int,
+                        logits: nn.Parameter | None = None) -> None:
+        """Frozen factors of N modules; `logits` ([S, N] per block, or a shared [N]) is learned."""
+        self.register_buffer("comp_A", a_cat, persistent=False)
+        self.register_buffer("comp_B", b_cat, persistent=False)
+        self.register_buffer("comp_scale", scales, persistent=False)
+        self.comp_rank = rank
+        n = scales.shape[-1]
+        self.comp_logits = logits if logits is not None else nn.Parameter(torch.zeros(self.n_blocks, n, device=a_cat.device))
+        self.mode = "compose"
+
+    def composition_weights(self) -> torch.Tensor:
+        return torch.softmax(self.comp_logits, dim=-1).expand(self.n_blocks, -1)
+
+    def composed_delta(self, coef: torch.Tensor | None = None) -> torch.Tensor:
+        """ΔW of the whole weight: [out, in] (no conv dims). `coef` defaults to softmax(logits)·scale."""
+        if coef is None:
+            coef = self.composition_weights() * self.comp_scale
+        return compose_delta(self.comp_A, self.comp_B, coef.expand(self.n_blocks, -1), self.comp_rank).flatten(0, 1)
+
+    @torch.no_grad()
+    def merge_(self, delta: torch.Tensor | None = None) -> None:
+        """Fold a delta (default: the current composition) into W0, then behave as a plain layer."""
+        if delta is None:
+            delta = self.composed_delta()
+        w = self.base.weight
+        w.add_(delta.reshape(w.shape).to(w.dtype))
+        self.mode = "base"
+
+    # -- forward ------------------------------------------------------------------------------
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.mode == "base":
+            return self.base(x)
+        if self.mode == "lora":
+            return self.base(x) + self._lora_delta_out(x)
+        weight = self.base.weight + self.composed_delta().reshape(self.base.weight.shape)
+        if self.conv:
+            b = self.base
+            return F.conv2d(x, weight, b.bias, b.stride, b.padding, b.dilation, b.groups)
+        return F.linear(x, weight, self.base.bias)
+
+
+def attach(model: nn.Module, targets: list[Target]) -> dict[str, AdaptedLayer]:
+    """Replace each targeted module by an AdaptedLayer (idempotent); returns them by module path."""
+    by_module: dict[str, list[Target]] = {}
+    for t in targets:
+        by_module.setdefault(t.module, []).append(t)
+    layers: dict[str, AdaptedLayer] = {}
+    for mpath, ts in by_module.items():
+        current = model.get_submodule(mpath)
+        if not isinstance(current, AdaptedLayer):
+            parent_name, _, child = mpath.rpartition(".")
+            parent = model.get_submodule(parent_name) if parent_name else model
+            current = AdaptedLayer(current, ts)
+            setattr(parent, child, current)
+        layers[mpath] = current
+    return layers
+
+
+def adapted_layers(model: nn.Module) -> dict[str, AdaptedLayer]:
+    return {n: m for n, m in model.named_modules() if isinstance(m, AdaptedLayer)}
+
+
+def merge_all_(model: nn.Module) -> None:
+    """Fold every composition into its base weight: evaluation then costs exactly the bare backbone."""
+    for layer in adapted_layers(model).values():
+        if layer.mode == "compose":
+            layer.merge_()

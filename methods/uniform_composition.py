@@ -1,0 +1,27 @@
+"""Uniform composition: W = W0 + (1/N)·Σₙ ΔWₙ, merged into the weights once; only the head trains."""
+
+import torch
+
+from lorabench.adapters import adapters_tag, attach_composition
+from lorabench.method import FrozenFeatureMethod, MethodContext
+
+
+def merge_uniform_(ctx: MethodContext) -> None:
+    n = len(ctx.adapters)
+    for layer in attach_composition(ctx.backbone.model, ctx.backbone.targets(), ctx.adapters).values():
+        coef = torch.full((n,), 1.0 / n, device=layer.comp_scale.device) * layer.comp_scale
+        layer.merge_(layer.composed_delta(coef=coef))
+
+
+class UniformComposition(FrozenFeatureMethod):
+    name = "uniform_composition"
+    description = "average of the N upstream ΔW merged into W0; head only"
+    needs_upstream = True
+
+    def prepare(self, ctx: MethodContext) -> None:
+        super().prepare(ctx)
+        merge_uniform_(ctx)
+        self.cache_tag = adapters_tag(ctx.adapters, "uniform")
+
+    def trainable_params(self) -> int:
+        return 0
