@@ -1,0 +1,213 @@
+"""Composition is exact on ΔW = scale·B·A; parameter counts match the paper's formulas."""
+
+from __future__ import annotations
+
+import copy
+import json
+
+import pytest
+import torch
+import torch.nn as nn
+
+from lorabench.adapters import LoraAdapter, attach_composition, load_adapter, save_adapter, stack_adapters
+from lorabench.backbones import BERT_RULES, T5_RULES, VIT_RULES, EFFNET_RULES, create_backbone
+from lorabench.errors import AdapterError
+from lorabench.lora import attach, compose_delta, find_targets, lora_param_count, merge_all_
+
+torch.set_default_dtype(torch.float32)
+
+
+def random_adapter(targets, rank, seed, name=None, alpha=None, dtype=torch.float32) -> LoraAdapter:
+    g = torch.Generator().manual_seed(seed)
+    w = {t.name: (torch.randn(rank, t.in_features, generator=g, dtype=dtype) * 0.1,
+                  torch.randn(t.out_features, rank, generator=g, dtype=dtype) * 0.1) for t in targets}
+    alpha = alpha if alpha is not None else 2.0 * rank
+    return LoraAdapter(name or f"ad{seed}", w, {n: alpha / rank for n in w}, source=f"mem:{seed}")
+
+
+def reference_delta(adapters, weights, target):
+    """Σₙ wₙ·scaleₙ·Bₙ·Aₙ with an explicit Python loop, in float64."""
+    return sum(w * ad.scales[target.name] * (ad.weights[target.name][1].double() @ ad.weights[target.name][0].double())
+               for w, ad in zip(weights, adapters))
+
+
+def test_compose_delta_matches_loop_to_1e6():
+    g = torch.Generator().manual_seed(0)
+    s, n, r, out, inp = 3, 7, 4, 10, 12
+    a = [torch.randn(s, r, inp, generator=g, dtype=torch.float64) for _ in range(n)]
+    b = [torch.randn(s, out, r, generator=g, dtype=torch.float64) for _ in range(n)]
+    coef = torch.rand(s, n, generator=g, dtype=torch.float64)
+    got = compose_delta(torch.cat(a, 1), torch.cat(b, 2), coef, r)
+    want = torch.stack([sum(coef[i, j] * b[j][i] @ a[j][i] for j in range(n)) for i in range(s)])
+    assert torch.allclose(got, want, atol=1e-10)
+
+
+@pytest.mark.parametrize("backbone", ["tiny_vit", "tiny_bert", "tiny_t5", "efficientnet_lite0"])
+def test_learned_layer_weight_is_exact_weighted_sum(backbone):
+    bb = create_backbone(backbone)
+    targets = bb.targets()
+    adapters = [random_adapter(targets, rank=r, seed=i) for i, r in enumerate([4, 8, 4])]  # mixed ranks
+    w0 = {t.module: bb.model.get_submodule(t.module).weight.detach().clone() for t in targets}
+    layers = attach_composition(bb.model, targets, adapters)
+    g = torch.Generator().manual_seed(1)
+    for layer in layers.values():
+        with torch.no_grad():
+            layer.comp_logits.copy_(torch.randn(layer.comp_logits.shape, generator=g))
+    for t in targets:
+        layer = layers[t.module]
+        i = layer.targets.index(t)
+        weights = torch.softmax(layer.comp_logits[i].double(), -1)
+        got = layer.composed_delta().double()[t.rows[0]:t.rows[1]]
+        assert torch.allclose(got, reference_delta(adapters, weights, t), atol=1e-6), t.name
+    merge_all_(bb.model)  # folding into W0 gives the same matrix
+    for t in targets[:6]:
+        layer = layers[t.module]
+        i = layer.targets.index(t)
+        weights = torch.softmax(layer.comp_logits[i].double(), -1)
+        merged = layer.base.weight.detach().double().flatten(1)[t.rows[0]:t.rows[1]]
+        want = w0[t.module].double().flatten(1)[t.rows[0]:t.rows[1]] + reference_delta(adapters, weights, t)
+        assert torch.allclose(merged, want, atol=1e-6)
+
+
+def _uniform_model(bb, targets, adapters):
+    model = copy.deepcopy(bb.model)
+    n = len(adapters)
+    for layer in attach_composition(model, targets, adapters).values():
+        layer.merge_(layer.composed_delta(coef=torch.full((n,), 1.0 / n) * layer.comp_scale))
+    return model
+
+
+@pytest.mark.parametrize("backbone", ["tiny_vit", "efficientnet_lite0"])
+def test_uniform_of_one_module_is_that_module_and_learned_init_is_uniform(backbone):
+    bb = create_backbone(backbone)
+    targets = bb.targets()
+    ad = random_adapter(targets, 4, seed=3)
+    one = _uniform_model(bb, targets, [ad])
+    for t in targets:
+        merged = one.get_submodule(t.module).base.weight.detach().flatten(1)[t.rows[0]:t.rows[1]]
+        base = bb.model.get_submodule(t.module).weight.detach().flatten(1)[t.rows[0]:t.rows[1]]
+        assert torch.allclose(merged.double() - base.double(), ad.delta(t.name).double(), atol=1e-6)
+
+    adapters = [random_adapter(targets, 4, seed=s) for s in (5, 6, 7)]
+    uniform = _uniform_model(bb, targets, adapters).eval()
+    learned = copy.deepcopy(bb.model)
+    attach_composition(learned, targets, adapters)  # logits start at 0 -> softmax uniform
+    learned.eval()
+    x = torch.rand(2, 3, bb.image_size, bb.image_size) if backbone == "tiny_vit" else torch.rand(2, 3, 64, 64)
+    with torch.no_grad():
+        assert torch.allclose(learned(x), uniform(x), atol=1e-5)
+        assert not torch.allclose(uniform(x), bb.model(x), atol=1e-3)  # the adapters do change the function
+
+
+def test_lora_layer_forward_matches_definition():
+    bb = create_backbone("tiny_vit")
+    targets = bb.targets()
+    qkv = bb.model.blocks[0].attn.qkv
+    w0, b0 = qkv.weight.detach().clone(), qkv.bias.detach().clone()
+    layer = attach(bb.model, targets)["blocks.0.attn.qkv"]
+    layer.enable_lora(rank=4, alpha=8.0)
+    with torch.no_grad():
+        layer.lora_B.normal_()
+    x = torch.randn(3, 5, w0.shape[1])
+    a, b = layer.lora_A.detach(), layer.lora_B.detach()
+    delta = torch.cat([b[i] @ a[i] for i in range(3)]) * 2.0  # q, k, v blocks stacked by rows
+    assert torch.allclose(layer(x), x @ (w0 + delta).T + b0, atol=1e-5)
+    block0 = [t for t in targets if t.module == "blocks.0.attn.qkv"]
+    assert lora_param_count(block0, 4) == layer.lora_A.numel() + layer.lora_B.numel() == 3 * 4 * (48 + 48)
+
+
+def test_conv_lora_forward_matches_definition():
+    bb = create_backbone("efficientnet_lite0")
+    t = bb.targets()[3]
+    conv = bb.model.get_submodule(t.module)
+    w0 = conv.weight.detach().clone()
+    layer = attach(bb.model, [t])[t.module]
+    layer.enable_lora(rank=4, alpha=4.0)
+    with torch.no_grad():
+        layer.lora_B.normal_()
+    x = torch.randn(2, t.in_features, 6, 6)
+    delta = (layer.lora_B[0] @ layer.lora_A[0]).detach()
+    want = torch.nn.functional.conv2d(x, (w0.flatten(1) + delta)[:, :, None, None])
+    assert torch.allclose(layer(x), want, atol=1e-4)
+
+
+def test_param_counts_match_the_formulas():
+    import timm
+    from transformers import BertConfig, BertModel, T5Config, T5ForConditionalGeneration
+
+    with torch.device("meta"):
+        vit = timm.create_model("vit_base_patch32_224", pretrained=False, num_classes=0)
+        bert = BertModel(BertConfig(hidden_size=384, num_hidden_layers=6, num_attention_heads=12, intermediate_size=1536))
+        t5cfg = T5Config(d_model=1024, d_kv=64, num_heads=16, d_ff=2816, num_layers=24, num_decoder_layers=24,
+                         feed_forward_proj="gated-gelu", vocab_size=32128)
+        t5 = T5ForConditionalGeneration(t5cfg)
+    assert lora_param_count(find_targets(vit, VIT_RULES), 16) == 12 * 3 * (768 * 16 + 16 * 768) == 884_736
+    assert lora_param_count(find_targets(bert, BERT_RULES), 16) == 6 * 3 * 16 * (384 + 384) == 221_184
+    inner = t5cfg.num_heads * t5cfg.d_kv
+    n_mats = 3 * t5cfg.num_layers + 6 * t5cfg.num_decoder_layers  # encoder self; decoder self + cross
+    assert lora_param_count(find_targets(t5, T5_RULES), 16) == n_mats * 16 * (1024 + inner) == 7_077_888
+    eff = find_targets(create_backbone("efficientnet_lite0").model, EFFNET_RULES)
+    assert len(eff) == 31 and all(t.conv for t in eff)
+
+
+def test_peft_roundtrip_and_errors(tmp_path):
+    bb = create_backbone("tiny_vit")
+    targets = bb.targets()
+    ad = random_adapter(targets, 4, seed=11, alpha=8.0)
+    save_adapter(ad, tmp_path / "a", targets, rank=4, alpha=8.0)
+    cfg = json.loads((tmp_path / "a" / "adapter_config.json").read_text())
+    assert cfg["peft_type"] == "LORA" and cfg["r"] == 4 and cfg["target_modules"] == ["blocks.0.attn.qkv", "blocks.1.attn.qkv"]
+    back = load_adapter(tmp_path / "a", targets)
+    for t in targets:
+        assert torch.allclose(back.delta(t.name), ad.delta(t.name))
+
+    (tmp_path / "corrupt").mkdir()
+    (tmp_path / "corrupt" / "adapter_config.json").write_text(json.dumps(cfg))
+    (tmp_path / "corrupt" / "adapter_model.safetensors").write_bytes(b"\x00garbage" * 10)
+    with pytest.raises(AdapterError, match=r"corrupt/adapter_model.safetensors.*corrupt"):
+        load_adapter(tmp_path / "corrupt", targets)
+    other = create_backbone("tiny_bert").targets()
+    with pytest.raises(AdapterError, match="adapter_model.safetensors"):
+        load_adapter(tmp_path / "a", other)  # wrong backbone: names do not match
+    with pytest.raises(AdapterError, match="trained on 'tiny_vit'"):
+        ad.base_model = "tiny_vit"
+        save_adapter(ad, tmp_path / "b", targets, rank=4, alpha=8.0)
+        load_adapter(tmp_path / "b", targets, backbone_aliases={"vit_b32"})
+    with pytest.raises(AdapterError, match="no adapter_config.json"):
+        load_adapter(tmp_path, targets)
+
+
+def test_real_peft_adapter_loads_exactly(tmp_path):
+    """An adapter trained by PEFT itself (fused qkv, no q/k/v split) composes to PEFT's own merged ΔW."""
+    from peft import LoraConfig, get_peft_model
+
+    bb = create_backbone("tiny_vit")
+    w0 = bb.model.blocks[1].attn.qkv.weight.detach().clone()
+    peft_model = get_peft_model(copy.deepcopy(bb.model), LoraConfig(r=4, lora_alpha=12, target_modules=["qkv"]))
+    with torch.no_grad():
+        for name, p in peft_model.named_parameters():
+            if "lora_B" in name:
+                p.normal_()
+    peft_model.save_pretrained(tmp_path / "peft")
+    merged = peft_model.merge_and_unload().blocks[1].attn.qkv.weight.detach()
+    ad = load_adapter(tmp_path / "peft", bb.targets())
+    assert sorted(ad.weights)[:3] == ["blocks.0.attn.qkv.k", "blocks.0.attn.qkv.q", "blocks.0.attn.qkv.v"]
+    ours = torch.cat([ad.delta(f"blocks.1.attn.qkv.{b}") for b in "qkv"])
+    assert torch.allclose(w0 + ours, merged, atol=1e-6)
+
+    # and on BERT query/key/value (real module names, PEFT's own key layout)
+    bert = create_backbone("tiny_bert")
+    pm = get_peft_model(copy.deepcopy(bert.model), LoraConfig(r=2, lora_alpha=4, target_modules=["query", "value"]))
+    with torch.no_grad():
+        for name, p in pm.named_parameters():
+            if "lora_B" in name:
+                p.normal_()
+    pm.save_pretrained(tmp_path / "peft_bert")
+    q0 = bert.model.encoder.layer[0].attention.self.query.weight.detach().clone()
+    mq = pm.merge_and_unload().encoder.layer[0].attention.self.query.weight.detach()
+    ad = load_adapter(tmp_path / "peft_bert", bert.targets())
+    assert torch.allclose(q0 + ad.delta("encoder.layer.0.attention.self.query"), mq, atol=1e-6)
+    # key was not adapted: stacking gives it an exact zero delta
+    stacked = stack_adapters(bert.targets(), [ad])
+    a_cat, b_cat, scales, r = stacked["encoder.layer.0.attention.self.key"]
+    assert float(compose_delta(a_cat, b_cat, scales, r).abs().max()) == 0.0
