@@ -20,8 +20,9 @@ from rich.table import Table
 from lorabench.errors import ConfigError, LorabenchError
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, help="Benchmark LoRA composition for few-shot transfer.")
-console = Console()
-err_console = Console(stderr=True)
+# Piped output (files, CI logs, tests) is rendered wide rather than wrapped at rich's 80-column default.
+console = Console(width=None if sys.stdout.isatty() else 160)
+err_console = Console(stderr=True, width=None if sys.stderr.isatty() else 160)
 
 
 def _parse_k(text: str | None) -> list[Any] | None:
@@ -124,9 +125,8 @@ def run(
 
         report = run_grid(cells, on_event=on_event)
     records = [r for r in (read_result(c.result_path()) for c in cells) if r is not None]
-    table = Table(title=f"accuracy (mean ± std over seeds) — results in {results_dir}")
-    for col in ("task", "method", "backbone", "K", "accuracy", "seeds", "trainable (head)"):
-        table.add_column(col, justify="right" if col in ("K", "accuracy", "seeds") else "left")
+    table = _table("task", "method", "backbone", "K", "accuracy", "seeds", "trainable (head)",
+                   title=f"accuracy (mean ± std over seeds) — results in {results_dir}")
     for row in summarize(records):
         table.add_row(row["task"], row["method"], row["backbone"], row["k"],
                       f"{100 * row['mean']:.2f} ± {100 * row['std']:.2f}", str(row["n_seeds"]),
@@ -145,21 +145,29 @@ class Listable(str, Enum):
     backbones = "backbones"
 
 
+def _table(*columns: str, title: str | None = None) -> Table:
+    """A table that folds long cells instead of truncating them (names must stay copy-pastable)."""
+    table = Table(title=title)
+    for col in columns:
+        table.add_column(col, overflow="fold")
+    return table
+
+
 @app.command("list")
 def list_(what: Listable = typer.Argument(..., help="tasks, methods or backbones")) -> None:
     """List registered tasks, methods or backbones."""
     if what == Listable.tasks:
         from lorabench.task_registry import all_tasks
 
-        table = Table("task", "setting", "suite", "modality", "backbone", "upstream", "K grid", "seeds")
+        table = _table("task", "setting", "suite", "modality", "backbone", "N upstream", "K grid", "seeds")
         for spec in sorted(all_tasks().values(), key=lambda s: (s.suite, s.name)):
             table.add_row(spec.name, spec.setting, spec.suite, spec.modality, spec.backbone,
-                          ", ".join(u.name for u in spec.upstream), ",".join(map(str, spec.k_grid)),
-                          ",".join(map(str, spec.seeds)))
+                          str(len(spec.upstream)),
+                          ",".join(map(str, spec.k_grid)), ",".join(map(str, spec.seeds)))
     elif what == Listable.methods:
         from lorabench.method import METHODS
 
-        table = Table("method", "needs upstream", "modalities", "description")
+        table = _table("method", "needs upstream", "modalities", "description")
         for name in METHODS.names():
             cls = METHODS.get(name)
             table.add_row(name, "yes" if cls.needs_upstream else "no", ", ".join(cls.modalities), cls.description)
@@ -168,7 +176,7 @@ def list_(what: Listable = typer.Argument(..., help="tasks, methods or backbones
     else:
         from lorabench.backbones import BACKBONES
 
-        table = Table("backbone", "description")
+        table = _table("backbone", "description")
         for name in BACKBONES.names():
             doc = (BACKBONES.get(name).__doc__ or "").strip().splitlines()
             table.add_row(name, doc[0] if doc else "")
@@ -177,7 +185,9 @@ def list_(what: Listable = typer.Argument(..., help="tasks, methods or backbones
 
 def main() -> None:
     try:
-        app(standalone_mode=False)
+        code = app(standalone_mode=False)  # click returns the code of typer.Exit here instead of raising
+        if isinstance(code, int) and code:
+            sys.exit(code)
     except LorabenchError as exc:
         err_console.print(f"[bold red]error:[/] {exc}", highlight=False)
         sys.exit(2)

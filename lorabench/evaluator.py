@@ -111,7 +111,7 @@ def run_cell(cfg: RunConfig, on_event: Callable[..., None] | None = None) -> Res
         raise ConfigError(f"Method {cfg.method!r} does not apply to {task.modality} tasks like {task.name!r}.")
     if backbone.modality != modality:
         raise ConfigError(f"Backbone {cfg.backbone!r} takes {backbone.modality}; task {task.name!r} needs {modality}.")
-    hparams = method_cls.resolve_hparams({**task.hparams.get("*", {}), **task.hparams.get(cfg.method, {}), **cfg.hparams})
+    hparams = method_cls.resolve_hparams({**task.hparams.get(cfg.method, {}), **cfg.hparams}, task.hparams.get("*"))
 
     train_ex = load_examples(task.downstream.train, cfg.data_dir)
     test_ex = load_examples(task.downstream.test, cfg.data_dir)

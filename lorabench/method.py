@@ -53,7 +53,7 @@ class Method:
     tune_grid: ClassVar[dict[str, list[Any]]] = {}  # for --tune: values tried on a validation split
 
     def __init__(self, **hparams: Any):
-        known = {**BASE_DEFAULTS, **self.defaults}
+        known = self.known_hparams()
         unknown = sorted(set(hparams) - set(known))
         if unknown:
             raise ConfigError(f"Method {self.name!r} has no hyperparameter(s) {unknown}; "
@@ -62,8 +62,14 @@ class Method:
         self.head: nn.Module | None = None
 
     @classmethod
-    def resolve_hparams(cls, overrides: dict[str, Any]) -> dict[str, Any]:
-        return {**BASE_DEFAULTS, **cls.defaults, **overrides}
+    def known_hparams(cls) -> dict[str, Any]:
+        return {**BASE_DEFAULTS, **cls.defaults}
+
+    @classmethod
+    def resolve_hparams(cls, overrides: dict[str, Any], shared: dict[str, Any] | None = None) -> dict[str, Any]:
+        """Defaults < `shared` (task-wide, only keys this method takes) < `overrides` (checked strictly)."""
+        known = cls.known_hparams()
+        return {**known, **{k: v for k, v in (shared or {}).items() if k in known}, **overrides}
 
     # -- hooks ----------------------------------------------------------------------------------
     def prepare(self, ctx: MethodContext) -> None:
