@@ -1,0 +1,102 @@
+"""Speed of the composition engine against LoRA and the bare backbone (CPU, real backbones).
+
+Run: `pytest benchmarks/test_speed.py --benchmark-enable` (not part of the default test run).
+Measures, in one run: a `lora` training step, a `learned_composition` step at N = 3, 10, 20, and an
+evaluation pass with uniform composition against the bare backbone, for EfficientNet-Lite0 and
+MiniLM; the terminal summary prints the ratios. Adapter values do not change the cost, so the N
+upstream modules are random rank-16 adapters.
+"""
+
+from __future__ import annotations
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from lorabench.adapters import LoraAdapter, attach_composition
+from lorabench.backbones import create_backbone
+from lorabench.lora import attach, merge_all_
+
+from conftest import MEDIANS
+
+BATCH = 16
+IMAGE_SIZE = 128
+SEQ_LEN = 64
+
+
+def _inputs(bb):
+    g = torch.Generator().manual_seed(0)
+    if bb.modality == "image":
+        return {"pixels": torch.randint(0, 256, (BATCH, 3, IMAGE_SIZE, IMAGE_SIZE), dtype=torch.uint8, generator=g)}
+    ids = torch.randint(1000, 20000, (BATCH, SEQ_LEN), generator=g)
+    choice = torch.randint(1000, 20000, (BATCH, 4, 8), generator=g)
+    return {"q_ids": ids, "q_mask": torch.ones_like(ids), "c_ids": choice, "c_mask": torch.ones_like(choice),
+            "choice_mask": torch.ones(BATCH, 4, dtype=torch.bool)}
+
+
+def _random_adapters(targets, n):
+    g = torch.Generator().manual_seed(n)
+    return [LoraAdapter(f"up{i}", {t.name: (torch.randn(16, t.in_features, generator=g) * 0.01,
+                                            torch.randn(t.out_features, 16, generator=g) * 0.01) for t in targets},
+                        {t.name: 1.0 for t in targets}) for i in range(n)]
+
+
+def _train_step(bb, params):
+    batch = _inputs(bb)
+    head = bb.make_head(2)
+    labels = torch.randint(0, 2 if bb.modality == "image" else 4, (BATCH,))
+    opt = torch.optim.AdamW([*params, *head.parameters()], lr=1e-3)
+
+    def step():
+        logits = bb.logits(head, bb.features(batch), batch)
+        loss = F.cross_entropy(logits, labels)
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+
+    return step
+
+
+def _record(benchmark, key):
+    if benchmark.stats is not None:
+        MEDIANS[key] = benchmark.stats.stats.median
+
+
+BACKBONES = ["efficientnet_lite0", "minilm"]
+
+
+@pytest.mark.parametrize("backbone", BACKBONES)
+def test_lora_step(benchmark, backbone):
+    bb = create_backbone(backbone)
+    layers = attach(bb.model, bb.targets())
+    for layer in layers.values():
+        layer.enable_lora(16, 16.0)
+    benchmark.pedantic(_train_step(bb, [p for l in layers.values() for p in (l.lora_A, l.lora_B)]),
+                       rounds=5, warmup_rounds=1)
+    _record(benchmark, f"{backbone}-lora")
+
+
+@pytest.mark.parametrize("n", [3, 10, 20])
+@pytest.mark.parametrize("backbone", BACKBONES)
+def test_learned_composition_step(benchmark, backbone, n):
+    bb = create_backbone(backbone)
+    layers = attach_composition(bb.model, bb.targets(), _random_adapters(bb.targets(), n))
+    benchmark.pedantic(_train_step(bb, [l.comp_logits for l in layers.values()]), rounds=5, warmup_rounds=1)
+    _record(benchmark, f"{backbone}-learned{n}")
+
+
+@pytest.mark.parametrize("variant", ["bare", "uniform"])
+@pytest.mark.parametrize("backbone", BACKBONES)
+def test_eval_pass(benchmark, backbone, variant):
+    bb = create_backbone(backbone)
+    if variant == "uniform":
+        attach_composition(bb.model, bb.targets(), _random_adapters(bb.targets(), 10))
+        merge_all_(bb.model)  # what uniform composition evaluates with: W0 + mean ΔW folded in once
+    batch = _inputs(bb)
+
+    @torch.no_grad()
+    def forward():
+        bb.features(batch)
+
+    benchmark.pedantic(forward, rounds=8, warmup_rounds=2)
+    _record(benchmark, f"{backbone}-eval_{variant}")
