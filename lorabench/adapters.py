@@ -24,6 +24,8 @@ from lorabench.lora import AdaptedLayer, Target, attach
 
 CONFIG_FILE = "adapter_config.json"
 WEIGHTS_FILE = "adapter_model.safetensors"
+# Materialised ΔWₙ (N x every adapted matrix, fp32) may use at most this many bytes; beyond, keep factors.
+STACKED_DELTA_BUDGET_BYTES = 4 * 2**30
 _KEY = re.compile(r"^(?:base_model\.model\.)?(?P<mod>.+?)\.lora_(?P<ab>[AB])(?:\.[A-Za-z0-9_]+)?\.weight$")
 
 
@@ -181,8 +183,11 @@ def attach_composition(model: nn.Module, targets: list[Target], adapters: list[L
     """Turn every targeted module into a composed layer over `adapters` (initial weights: uniform)."""
     layers = attach(model, targets)
     device = next(model.parameters()).device
+    stacked_bytes = 4 * len(adapters) * sum(t.in_features * t.out_features for t in targets)
+    materialize = stacked_bytes <= STACKED_DELTA_BUDGET_BYTES
     for mpath, (a_cat, b_cat, scales, r) in stack_adapters(targets, adapters).items():
-        layers[mpath].set_composition(a_cat.to(device), b_cat.to(device), scales.to(device), r, shared_logits)
+        layers[mpath].set_composition(a_cat.to(device), b_cat.to(device), scales.to(device), r, shared_logits,
+                                      materialize=materialize)
     return layers
 
 

@@ -2,9 +2,11 @@
 
 An *adapted matrix* (a `Target`) is a whole Linear / 1x1-Conv weight, or one row block of a fused
 weight (timm ViT's `qkv` is split into q, k and v, each with its own (A, B) pair, as in the paper).
-Every delta is ΔW = scale·B·A. Composition never mixes A's and B's separately: with the N modules'
-factors concatenated, Σₙ wₙ·scaleₙ·Bₙ·Aₙ = (B_cat · diag(w⊗1ᵣ·scale)) · A_cat, one batched matmul
-per layer per forward, and no Python loop over modules.
+Every delta is ΔW = scale·B·A. Composition never mixes A's and B's separately. Since the modules are
+frozen, each BₙAₙ is materialised once and Σₙ wₙ·scaleₙ·(BₙAₙ) is one einsum per layer per forward
+(N·out·in flops); past a memory budget the factors are kept instead and the same sum is
+(B_cat · diag(w⊗1ᵣ·scale)) · A_cat (r times the flops, a fraction of the memory). Never a Python
+loop over modules.
 """
 
 from __future__ import annotations
@@ -123,15 +125,30 @@ class AdaptedLayer(nn.Module):
 
     # -- composition --------------------------------------------------------------------------
     def set_composition(self, a_cat: torch.Tensor, b_cat: torch.Tensor, scales: torch.Tensor, rank: int,
-                        logits: nn.Parameter | None = None) -> None:
-        """Frozen factors of N modules; `logits` ([S, N] per block, or a shared [N]) is learned."""
-        self.register_buffer("comp_A", a_cat, persistent=False)
-        self.register_buffer("comp_B", b_cat, persistent=False)
+                        logits: nn.Parameter | None = None, materialize: bool = True) -> None:
+        """Frozen factors of N modules; `logits` ([S, N] per block, or a shared [N]) is learned.
+
+        `materialize` keeps the raw products Bₙ·Aₙ ([S, N, out, in]) instead of the factors."""
         self.register_buffer("comp_scale", scales, persistent=False)
+        self.register_buffer("comp_A", a_cat, persistent=False)  # factors are small: always kept
+        self.register_buffer("comp_B", b_cat, persistent=False)
         self.comp_rank = rank
         n = scales.shape[-1]
+        self.register_buffer("comp_delta", self._raw_products() if materialize else None, persistent=False)
         self.comp_logits = logits if logits is not None else nn.Parameter(torch.zeros(self.n_blocks, n, device=a_cat.device))
         self.mode = "compose"
+
+    def _raw_products(self) -> torch.Tensor:
+        """Bₙ·Aₙ for every block and module, batched: [S, N, out, in] (no scale)."""
+        n, r = self.comp_scale.shape[-1], self.comp_rank
+        a = self.comp_A.unflatten(1, (n, r))  # [S, N, r, in]
+        b = self.comp_B.unflatten(2, (n, r)).transpose(1, 2)  # [S, N, out, r]
+        return b @ a
+
+    def module_deltas(self) -> torch.Tensor:
+        """Each module's exact ΔWₙ = scaleₙ·Bₙ·Aₙ per block: [S, N, out, in] (for non-linear merges)."""
+        raw = self.comp_delta if self.comp_delta is not None else self._raw_products()
+        return raw * self.comp_scale[..., None, None]
 
     def composition_weights(self) -> torch.Tensor:
         return torch.softmax(self.comp_logits, dim=-1).expand(self.n_blocks, -1)
@@ -140,7 +157,10 @@ class AdaptedLayer(nn.Module):
         """ΔW of the whole weight: [out, in] (no conv dims). `coef` defaults to softmax(logits)·scale."""
         if coef is None:
             coef = self.composition_weights() * self.comp_scale
-        return compose_delta(self.comp_A, self.comp_B, coef.expand(self.n_blocks, -1), self.comp_rank).flatten(0, 1)
+        coef = coef.expand(self.n_blocks, -1)
+        if self.comp_delta is not None:
+            return torch.einsum("sn,snoi->soi", coef, self.comp_delta).flatten(0, 1)
+        return compose_delta(self.comp_A, self.comp_B, coef, self.comp_rank).flatten(0, 1)
 
     @torch.no_grad()
     def merge_(self, delta: torch.Tensor | None = None) -> None:

@@ -42,13 +42,17 @@ def test_compose_delta_matches_loop_to_1e6():
     assert torch.allclose(got, want, atol=1e-10)
 
 
+@pytest.mark.parametrize("materialize", [True, False], ids=["stacked-dW", "factors"])
 @pytest.mark.parametrize("backbone", ["tiny_vit", "tiny_bert", "tiny_t5", "efficientnet_lite0"])
-def test_learned_layer_weight_is_exact_weighted_sum(backbone):
+def test_learned_layer_weight_is_exact_weighted_sum(backbone, materialize, monkeypatch):
+    if not materialize:
+        monkeypatch.setattr("lorabench.adapters.STACKED_DELTA_BUDGET_BYTES", 0)
     bb = create_backbone(backbone)
     targets = bb.targets()
     adapters = [random_adapter(targets, rank=r, seed=i) for i, r in enumerate([4, 8, 4])]  # mixed ranks
     w0 = {t.module: bb.model.get_submodule(t.module).weight.detach().clone() for t in targets}
     layers = attach_composition(bb.model, targets, adapters)
+    assert all((layer.comp_delta is not None) == materialize for layer in layers.values())
     g = torch.Generator().manual_seed(1)
     for layer in layers.values():
         with torch.no_grad():
