@@ -22,6 +22,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from lorabench.data import Examples, Split
+from lorabench.errors import BackboneUnavailableError
 from lorabench.lora import Target, TargetRule, find_targets
 from lorabench.registry import Registry
 from lorabench.specs import Preprocessing
@@ -79,19 +80,27 @@ class Backbone:
         return Split(key=key, inputs=inputs, labels=labels, num_classes=n_classes, class_names=examples.class_names)
 
     def _encode_mc(self, rows, prep: Preprocessing) -> dict[str, torch.Tensor]:
-        questions = [(f"{c} {q}".strip() if c else q) for c, q in zip(rows["context"], rows["question"])]
+        """Question side and choices as padded token ids. Long contexts (QuAIL passages) are what gets
+        truncated, never the question or the options: the question comes first for the encoder, and the
+        seq2seq prompt's context is cut to the tokens left over."""
         choices = list(rows["choices"])
+        if not choices:  # K = 0: an empty support set
+            empty = torch.zeros(0, 0, dtype=torch.long)
+            return {"q_ids": empty, "q_mask": empty, "c_ids": empty.view(0, 0, 0), "c_mask": empty.view(0, 0, 0),
+                    "choice_mask": torch.zeros(0, 0, dtype=torch.bool)}
         n_choices = max(len(c) for c in choices)
         flat = [c[i] if i < len(c) else "" for c in choices for i in range(n_choices)]
         mask = torch.tensor([[i < len(c) for i in range(n_choices)] for c in choices])
         max_len = prep.max_length or 256
         tok = self.tokenizer
         if self.kind == "seq2seq":
-            prompts = [f"{q}\nOptions: " + " | ".join(c) + "\nAnswer:" for q, c in zip(questions, choices)]
+            prompts = [_t5_prompt(tok, c, q, opts, max_len) for c, q, opts in zip(rows["context"], rows["question"], choices)]
             q = tok(prompts, padding=True, truncation=True, max_length=max_len, return_tensors="pt")
         else:
+            questions = [f"{q} {c}" if c else q for c, q in zip(rows["context"], rows["question"])]
             q = tok(questions, padding=True, truncation=True, max_length=max_len, return_tensors="pt")
-        c = tok(flat, padding=True, truncation=True, max_length=32, return_tensors="pt")
+        # Whole answers (up to max_len): rank classification sums every token; padding is trimmed per batch.
+        c = tok(flat, padding=True, truncation=True, max_length=max_len, return_tensors="pt")
         shape = (len(choices), n_choices, -1)
         return {"q_ids": q["input_ids"], "q_mask": q["attention_mask"],
                 "c_ids": c["input_ids"].view(shape), "c_mask": c["attention_mask"].view(shape), "choice_mask": mask}
@@ -105,13 +114,12 @@ class Backbone:
             mean = torch.tensor(self.mean, device=dev).view(1, -1, 1, 1)
             std = torch.tensor(self.std, device=dev).view(1, -1, 1, 1)
             return self.model((x - mean) / std)
+        batch = _trim_padding(batch)
         if self.kind == "seq2seq":
             return self._choice_loglik(batch).unsqueeze(-1)
         n, c, lc = batch["c_ids"].shape
-        e_q = _mean_pool(self.model(input_ids=batch["q_ids"], attention_mask=batch["q_mask"]).last_hidden_state,
-                         batch["q_mask"])
-        c_ids, c_mask = batch["c_ids"].view(n * c, lc), batch["c_mask"].view(n * c, lc)
-        e_c = _mean_pool(self.model(input_ids=c_ids, attention_mask=c_mask).last_hidden_state, c_mask)
+        e_q = _embed(self.model, batch["q_ids"], batch["q_mask"])
+        e_c = _embed(self.model, batch["c_ids"].view(n * c, lc), batch["c_mask"].view(n * c, lc))
         return F.normalize(e_q, dim=-1).unsqueeze(1) * F.normalize(e_c, dim=-1).view(n, c, -1)
 
     def _choice_loglik(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:
@@ -143,6 +151,42 @@ class Backbone:
         return out
 
 
+def _t5_prompt(tok, context: str, question: str, options: list[str], max_len: int) -> str:
+    """Context, question and options; the context is cut so that the whole prompt fits `max_len` tokens."""
+    tail = f"{question}\nOptions: " + " | ".join(options) + "\nAnswer:"
+    if not context:
+        return tail
+    room = max_len - len(tok(tail)["input_ids"]) - 1  # -1: the newline's token, if it makes one
+    if room <= 0:
+        return tail
+    return f"{tok.decode(tok(context, add_special_tokens=False)['input_ids'][:room])}\n{tail}"
+
+
+def _trim_padding(batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """Drop the padding columns every row of this batch shares (tokenizers pad to the longest text of
+    the whole split). Exact: padded positions are masked out, and it makes short batches cheap."""
+    out = dict(batch)
+    for ids, mask in (("q_ids", "q_mask"), ("c_ids", "c_mask")):
+        length = max(int(batch[mask].sum(-1).max()), 1)
+        out[ids], out[mask] = batch[ids][..., :length], batch[mask][..., :length]
+    return out
+
+
+def _embed(model: nn.Module, ids: torch.Tensor, mask: torch.Tensor, chunk: int = 64) -> torch.Tensor:
+    """Mean-pooled sentence embeddings, run in chunks of similar length, each cut to its own longest
+    text: a batch of 4-token answers no longer pays for the one 40-token answer. Same values as one
+    padded pass (padding is masked), up to float rounding."""
+    lengths = mask.sum(-1)
+    order = torch.argsort(lengths)
+    chunks = []
+    for i in range(0, len(order), chunk):
+        idx = order[i:i + chunk]
+        length = max(int(lengths[idx].max()), 1)
+        m = mask[idx, :length]
+        chunks.append(_mean_pool(model(input_ids=ids[idx, :length], attention_mask=m).last_hidden_state, m))
+    return torch.cat(chunks)[torch.argsort(order)]
+
+
 def _mean_pool(hidden: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
     m = mask.unsqueeze(-1).to(hidden.dtype)
     return (hidden * m).sum(1) / m.sum(1).clamp(min=1e-6)
@@ -162,13 +206,20 @@ def _encode_images(images, size: int) -> torch.Tensor:
 
 BACKBONES: Registry[Callable[[], Backbone]] = Registry("backbone")
 _PRISTINE: dict[str, Backbone] = {}
+_UNAVAILABLE: dict[str, BackboneUnavailableError] = {}
 
 
 def create_backbone(name: str, device: str = "cpu") -> Backbone:
     """A fresh, mutable copy of a backbone; weights are loaded once per process."""
     factory = BACKBONES.get(name)
+    if name in _UNAVAILABLE:  # the hub was tried once in this process: do not wait for its retries again
+        raise _UNAVAILABLE[name]
     if name not in _PRISTINE:
-        bb = factory()
+        try:
+            bb = factory()
+        except BackboneUnavailableError as exc:
+            _UNAVAILABLE[name] = exc
+            raise
         bb.model.eval()
         for p in bb.model.parameters():
             p.requires_grad_(False)
@@ -181,7 +232,20 @@ def create_backbone(name: str, device: str = "cpu") -> Backbone:
 def _timm_image(arch: str, pretrained: bool, **kw) -> nn.Module:
     import timm
 
-    return timm.create_model(arch, pretrained=pretrained, num_classes=0, **kw)
+    return _from_hub(f"timm/{arch}", lambda: timm.create_model(arch, pretrained=pretrained, num_classes=0, **kw))
+
+
+def _from_hub(repo: str, load: Callable[[], Any]) -> Any:
+    """Run a hub download; offline and uncached, say which weights are missing and what works offline."""
+    try:
+        return load()
+    except (OSError, RuntimeError, ValueError) as exc:  # hub/HTTP errors, LocalEntryNotFoundError, timm's wrappers
+        raise BackboneUnavailableError(
+            f"Could not load the pretrained weights {repo!r} from the Hugging Face hub or its local cache "
+            f"({type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else 'no detail'}). Run once with internet "
+            f"access to cache them (HF_HOME, default ~/.cache/huggingface), or offline use a backbone that ships with "
+            f"its weights: --backbone efficientnet_lite0 (images) or --backbone minilm (QA)."
+        ) from exc
 
 
 EFFNET_RULES = [TargetRule(r"blocks\.\d+\.\d+\.conv_(pw|pwl)")]
@@ -258,22 +322,22 @@ def flan_t5_large() -> Backbone:
     from transformers import AutoTokenizer, T5ForConditionalGeneration
 
     hub = "google/flan-t5-large"
-    return _hf_text("flan_t5_large", T5ForConditionalGeneration.from_pretrained(hub), AutoTokenizer.from_pretrained(hub),
-                    T5_RULES, "seq2seq", True, {"flan_t5_large", hub}, "Flan-T5-large (paper)")
+    model, tok = _from_hub(hub, lambda: (T5ForConditionalGeneration.from_pretrained(hub),
+                                         AutoTokenizer.from_pretrained(hub)))
+    return _hf_text("flan_t5_large", model, tok, T5_RULES, "seq2seq", True, {"flan_t5_large", hub},
+                    "Flan-T5-large (paper)")
 
 
 def _tiny_tokenizer():
-    """A BERT word-piece tokenizer over a tiny vocabulary built in memory (no hub)."""
+    """A BERT word-piece tokenizer over a tiny vocabulary built in memory (no hub): letters and digits,
+    so real text becomes real (character-level) tokens rather than [UNK]."""
     import string
-    import tempfile
 
     from transformers import BertTokenizerFast
 
     vocab = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]", "</s>"] + list(string.ascii_lowercase + string.digits + ".,?")
     vocab += ["##" + ch for ch in string.ascii_lowercase + string.digits]
-    with tempfile.NamedTemporaryFile("w", suffix=".txt", delete=False) as f:
-        f.write("\n".join(vocab))
-    return BertTokenizerFast(vocab_file=f.name, do_lower_case=True)
+    return BertTokenizerFast(vocab={w: i for i, w in enumerate(vocab)}, do_lower_case=True)
 
 
 @BACKBONES.register("tiny_bert")

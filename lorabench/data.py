@@ -6,6 +6,7 @@ single-split datasets (PACS, digits) and K-shot support sets drawn from (task, K
 
 from __future__ import annotations
 
+import hashlib
 import os
 from dataclasses import dataclass, field
 from functools import lru_cache
@@ -50,6 +51,9 @@ BUILTIN_DATASETS = {"sklearn_digits": _sklearn_digits}
 # --- loading -------------------------------------------------------------------------------------
 
 
+_HUB_DOWN: list[str] = []  # set by the first failed connection to the hub in this process
+
+
 def _load_raw(ref: DatasetRef, data_dir: Path | None):
     """Return a `datasets.Dataset` for the ref's split, or fail saying where we looked."""
     import datasets
@@ -68,11 +72,18 @@ def _load_raw(ref: DatasetRef, data_dir: Path | None):
         looked.append(f"{path} (no such file)")
     else:
         looked.append(f"no local data dir (neither --data-dir nor ${DATA_ENV} is set)")
-    if ref.hub_id:
+    if ref.hub_id and _HUB_DOWN:
+        looked.append(f"not the hub id {ref.hub_id!r}: the hub was unreachable earlier in this process ({_HUB_DOWN})")
+    elif ref.hub_id:
         try:
-            return datasets.load_dataset(ref.hub_id, ref.hub_config, split=ref.hub_split or ref.split)
+            ds = datasets.load_dataset(ref.hub_id, ref.hub_config, split=ref.hub_split or ref.split)
         except Exception as exc:  # offline, missing, gated...: report every place we looked
-            looked.append(f"the hub id {ref.hub_id!r} ({type(exc).__name__}: {str(exc).splitlines()[0][:200]})")
+            why = f"{type(exc).__name__}: {str(exc).splitlines()[0][:200]}"
+            looked.append(f"the hub id {ref.hub_id!r} ({why})")
+            if isinstance(exc, ConnectionError):  # offline: don't sit through the hub's retries once per dataset
+                _HUB_DOWN.append(why)
+        else:
+            return _to_local_layout(ds, ref)
     else:
         looked.append("no hub id is declared for it")
     raise DataNotFoundError(
@@ -80,6 +91,62 @@ def _load_raw(ref: DatasetRef, data_dir: Path | None):
         f"Fix: point --data-dir (or ${DATA_ENV}) at a folder holding {ref.name}/{ref.split}.parquet "
         f"(the Hugging Face parquet layout), or run with internet access so the hub copy can be downloaded."
     )
+
+
+# --- hub copies -> the local layout ---------------------------------------------------------------
+# Local QA Parquet files hold `id, question, context, choices (list of str), label (int)`; each hub
+# dataset has its own columns, so a spec names the converter (`hub_format`) instead of code branching.
+
+
+def _qa_from_answer_key(ex: dict) -> dict:
+    """ai2_arc, commonsense_qa: choices = {text: [...], label: ["A", ...]}, answerKey = "B"."""
+    keys = list(ex["choices"]["label"])
+    if ex["answerKey"] not in keys:
+        raise ConfigError(f"Question {ex['id']!r} has answerKey {ex['answerKey']!r}, not one of {keys} "
+                          f"(unlabelled hub split?).")
+    return {"id": ex["id"], "question": ex["question"], "context": "",
+            "choices": list(ex["choices"]["text"]), "label": keys.index(ex["answerKey"])}
+
+
+def _qa_from_sciq(ex: dict) -> dict:
+    """allenai/sciq lists the correct answer apart from three distractors: put the four in a fixed
+    order per question (sha1 of question and slot), so the gold position carries no signal."""
+    options = [ex["distractor1"], ex["distractor2"], ex["distractor3"], ex["correct_answer"]]
+    order = sorted(range(4), key=lambda j: hashlib.sha1(f"{ex['question']}|{j}".encode()).hexdigest())
+    return {"id": hashlib.sha1(ex["question"].encode()).hexdigest()[:16], "question": ex["question"],
+            "context": ex["support"] or "", "choices": [options[j] for j in order], "label": order.index(3)}
+
+
+def _qa_from_quail(ex: dict) -> dict:
+    """textmachinelab/quail: answers (list) + correct_answer_id, with the passage in `context`."""
+    return {"id": ex["id"], "question": ex["question"], "context": ex["context"],
+            "choices": list(ex["answers"]), "label": int(ex["correct_answer_id"])}
+
+
+HUB_FORMATS = {
+    "ai2_arc": _qa_from_answer_key,
+    "commonsense_qa": _qa_from_answer_key,
+    "sciq": _qa_from_sciq,
+    "quail": _qa_from_quail,
+}
+
+
+def _to_local_layout(ds, ref: DatasetRef):
+    """Apply the ref's hub-only row filter and column converter to a freshly loaded hub split."""
+    if ref.hub_filter:
+        missing = sorted(set(ref.hub_filter) - set(ds.column_names))
+        if missing:
+            raise ConfigError(f"hub_filter of {ref.name!r} names column(s) {missing}; the hub copy of "
+                              f"{ref.hub_id!r} has {ds.column_names}.")
+        cols = list(ref.hub_filter)
+        want = tuple(ref.hub_filter[c] for c in cols)
+        ds = ds.filter(lambda *vals: tuple(vals) == want, input_columns=cols)
+    if ref.hub_format:
+        if ref.hub_format not in HUB_FORMATS:
+            raise ConfigError(f"Unknown hub_format {ref.hub_format!r} for {ref.name!r}; "
+                              f"known: {', '.join(sorted(HUB_FORMATS))}.")
+        ds = ds.map(HUB_FORMATS[ref.hub_format], remove_columns=ds.column_names)
+    return ds
 
 
 def _class_names(ds, label_column: str) -> list[str]:
@@ -120,6 +187,8 @@ def _load_examples_cached(ref_json: str, data_dir: str | None) -> Examples:
         raise ConfigError(
             f"Dataset {ref.name!r} has no label column {ref.label_column!r}; columns: {ds.column_names}."
         )
+    if ref.image_column != "image" and ref.image_column in ds.column_names:  # backbones read "image"
+        ds = ds.rename_column(ref.image_column, "image")
     labels = np.asarray(ds[ref.label_column], dtype=np.int64)
     names: list[str] | None = None
     if "choices" not in ds.column_names:  # classification: class names and subsets

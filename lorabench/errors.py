@@ -36,5 +36,9 @@ class AdapterError(LorabenchError):
     """A LoRA adapter on disk that is corrupt or does not fit the backbone."""
 
 
+class BackboneUnavailableError(LorabenchError):
+    """Pretrained weights that are neither cached locally nor reachable on the hub."""
+
+
 class ConfigError(LorabenchError):
     """A run option that is out of range or inconsistent with the task."""

@@ -38,6 +38,12 @@ class DatasetRef(_Strict):
     hub_id: str | None = None
     hub_config: str | None = None
     hub_split: str | None = Field(None, description="split name on the hub, if it differs")
+    hub_filter: dict[str, Union[str, int]] | None = Field(
+        None, description="hub copy only: keep rows whose columns equal these values (e.g. PACS's domain)"
+    )
+    hub_format: str | None = Field(
+        None, description="hub copy only: named converter to the local column layout (lorabench.data.HUB_FORMATS)"
+    )
     builtin: bool = Field(False, description="data shipped inside an installed dependency")
     classes: list[Union[int, str]] | None = Field(None, description="class subset, by id or name")
     label_column: str = "label"
