@@ -12,6 +12,7 @@ import resource
 import subprocess
 import time
 from collections.abc import Callable
+from contextlib import closing
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from functools import lru_cache
@@ -26,13 +27,15 @@ import lorabench
 from lorabench.adapters import load_adapter
 from lorabench.backbones import Backbone, create_backbone
 from lorabench.data import Examples, Split, load_examples, sample_support
-from lorabench.errors import ConfigError, LorabenchError
+from lorabench.errors import ConfigError
+from lorabench.executors import Executor, LocalExecutor
 from lorabench.method import METHODS, Method, MethodContext
 from lorabench.results import is_done, write_result
 from lorabench.seeding import derive_seed, seed_everything
-from lorabench.specs import KValue, Preprocessing, ResultRecord, RunConfig, TaskSpec, Timings
+from lorabench.specs import KValue, Preprocessing, ResultRecord, RunConfig, Timings
 from lorabench.task_registry import get_task
-from lorabench.upstream import ensure_upstream_adapters, upstream_hparams
+from lorabench.upstream import (UpstreamJob, ensure_upstream_adapter, ensure_upstream_adapters, is_complete,
+                                upstream_hparams, upstream_jobs)
 
 _ENCODED: dict[str, Split] = {}
 
@@ -105,16 +108,16 @@ def run_cell(cfg: RunConfig, on_event: Callable[..., None] | None = None) -> Res
         torch.cuda.reset_peak_memory_stats()
     task = get_task(cfg.task)
     method_cls = METHODS.get(cfg.method)
-    backbone = create_backbone(cfg.backbone, cfg.device)
     modality = "text" if task.modality == "multiple_choice" else "image"
     if modality not in method_cls.modalities:
         raise ConfigError(f"Method {cfg.method!r} does not apply to {task.modality} tasks like {task.name!r}.")
-    if backbone.modality != modality:
-        raise ConfigError(f"Backbone {cfg.backbone!r} takes {backbone.modality}; task {task.name!r} needs {modality}.")
     hparams = method_cls.resolve_hparams({**task.hparams.get(cfg.method, {}), **cfg.hparams}, task.hparams.get("*"))
-
+    # Data before weights: a missing dataset is the cheaper and likelier error to report.
     train_ex = load_examples(task.downstream.train, cfg.data_dir)
     test_ex = load_examples(task.downstream.test, cfg.data_dir)
+    backbone = create_backbone(cfg.backbone, cfg.device)
+    if backbone.modality != modality:
+        raise ConfigError(f"Backbone {cfg.backbone!r} takes {backbone.modality}; task {task.name!r} needs {modality}.")
     per_class = task.modality != "multiple_choice"
     support_idx = sample_support(train_ex.labels, cfg.k, derive_seed(task.name, cfg.k, cfg.seed, "support"), per_class)
     support = encode_cached(backbone, train_ex, support_idx, task.preprocessing)
@@ -209,28 +212,78 @@ class GridReport:
     failed: list[tuple[RunConfig, str]] = field(default_factory=list)
 
 
-def run_grid(cells: list[RunConfig], on_event: Callable[..., None] | None = None, stop_on_error: bool = False) -> GridReport:
-    """Run every unfinished cell in order, writing each record atomically as soon as it is done."""
-    emit = on_event or (lambda *a: None)
-    report = GridReport()
+def execute_cell(cfg: RunConfig) -> dict[str, Any]:
+    """The job every executor runs for a cell: its record as plain JSON data, for the driver to write."""
+    return run_cell(cfg).model_dump(mode="json")
+
+
+def needed_upstream_jobs(cells: list[RunConfig]) -> dict[str, tuple[UpstreamJob, list[RunConfig]]]:
+    """Adapters the cells will load from the store and that are not there yet: store path -> (job, cells)."""
+    jobs: dict[str, tuple[UpstreamJob, list[RunConfig]]] = {}
     for cfg in cells:
-        path = cfg.result_path()
-        if is_done(path):
+        if cfg.upstream_dirs or not METHODS.get(cfg.method).needs_upstream:
+            continue
+        for job in upstream_jobs(get_task(cfg.task), cfg.backbone, cfg.data_dir, cfg.cache_dir, cfg.device):
+            if not is_complete(Path(job.path)):
+                jobs.setdefault(job.path, (job, []))[1].append(cfg)
+    return jobs
+
+
+def run_grid(cells: list[RunConfig], on_event: Callable[..., None] | None = None,
+             executor: Executor | None = None) -> GridReport:
+    """Run every unfinished cell on `executor` (default: in this process) and write each record atomically.
+
+    Two phases: first the missing upstream adapters, one job per adapter-store key (in parallel on Ray),
+    then the cells. Workers return records; the driver validates and writes them, so workers need not
+    share the results folder. A failed cell is reported and the others go on.
+    Events: ("skip"|"start", cfg), ("done", cfg, record), ("fail", cfg, why),
+    ("upstream", cfg, name) / ("upstream_end", cfg, name, why_or_None) around an adapter's training.
+    """
+    emit = on_event or (lambda *a: None)
+    executor = executor or LocalExecutor()
+    report = GridReport()
+    todo = []
+    for cfg in cells:
+        if is_done(cfg.result_path()):
             report.skipped.append(cfg)
             emit("skip", cfg)
-            continue
-        emit("start", cfg)
-        try:
-            record = run_cell(cfg, on_event=emit)
-        except Exception as exc:
-            if stop_on_error or not isinstance(exc, LorabenchError):
-                raise
-            report.failed.append((cfg, str(exc)))
-            emit("fail", cfg, str(exc))
-            continue
-        write_result(record, path)
-        report.done.append(record)
-        emit("done", cfg, record)
+        else:
+            todo.append(cfg)
+
+    blocked: dict[str, str] = {}  # cell id -> why its upstream adapters are missing
+    jobs = list(needed_upstream_jobs(todo).values())
+    with closing(executor.run(ensure_upstream_adapter, [job for job, _ in jobs])) as events:
+        for kind, i, outcome in events:
+            job, users = jobs[i]
+            if kind == "start":
+                emit("upstream", users[0], job.upstream.name)
+                continue
+            emit("upstream_end", users[0], job.upstream.name, outcome.error)
+            if outcome.error:
+                for cfg in users:
+                    blocked.setdefault(cfg.cell_id(), f"upstream adapter {job.upstream.name!r} could not be "
+                                                      f"trained: {outcome.error}")
+
+    runnable = []
+    for cfg in todo:
+        if cfg.cell_id() in blocked:
+            report.failed.append((cfg, blocked[cfg.cell_id()]))
+            emit("fail", cfg, blocked[cfg.cell_id()])
+        else:
+            runnable.append(cfg)
+    with closing(executor.run(execute_cell, runnable)) as events:
+        for kind, i, outcome in events:
+            cfg = runnable[i]
+            if kind == "start":
+                emit("start", cfg)
+            elif outcome.error is not None:
+                report.failed.append((cfg, outcome.error))
+                emit("fail", cfg, outcome.error)
+            else:
+                record = ResultRecord.model_validate(outcome.value)
+                write_result(record, cfg.result_path())
+                report.done.append(record)
+                emit("done", cfg, record)
     return report
 
 

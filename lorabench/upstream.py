@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from filelock import FileLock
+from pydantic import BaseModel
 
 from lorabench.adapters import CONFIG_FILE, WEIGHTS_FILE, LoraAdapter, load_adapter, save_adapter
 from lorabench.backbones import create_backbone
@@ -58,8 +59,8 @@ def is_complete(path: Path) -> bool:
 def train_upstream_adapter(backbone_name: str, up: UpstreamSpec, prep: Preprocessing, hp: dict[str, Any],
                            data_dir: str | None, device: str) -> tuple[LoraAdapter, list, dict[str, Any]]:
     """LoRA + head on the upstream task's training data; the head is discarded (as in the paper)."""
+    examples = load_examples(up.train, data_dir)  # before the weights: the likelier error, and cheaper
     backbone = create_backbone(backbone_name, device)
-    examples = load_examples(up.train, data_dir)
     split = backbone.encode(examples, None, prep)
     seed_everything(backbone_name, up.name, hp["seed"], "upstream-init")
     targets = backbone.targets()
@@ -78,28 +79,61 @@ def train_upstream_adapter(backbone_name: str, up: UpstreamSpec, prep: Preproces
     return adapter, targets, meta
 
 
+class UpstreamJob(BaseModel):
+    """One adapter-store key: everything a worker needs to train (or find) one upstream adapter."""
+
+    path: str
+    backbone: str
+    upstream: UpstreamSpec
+    preprocessing: Preprocessing
+    hparams: dict[str, Any]
+    data_dir: str | None = None
+    device: str = "cpu"
+
+
+def upstream_jobs(task: TaskSpec, backbone_name: str, data_dir: str | None, cache_dir: str | None,
+                  device: str = "cpu", hp_overrides: dict[str, Any] | None = None) -> list[UpstreamJob]:
+    """The adapters a task needs on a backbone, one job per adapter-store key."""
+    root = cache_root(cache_dir)
+    hp = upstream_hparams(task, hp_overrides)
+    return [UpstreamJob(path=str(adapter_dir(root, backbone_name, up, task.preprocessing, hp)), backbone=backbone_name,
+                        upstream=up, preprocessing=task.preprocessing, hparams=hp, data_dir=data_dir, device=device)
+            for up in task.upstream]
+
+
+def ensure_upstream_adapter(job: UpstreamJob, on_train: Callable[[str], None] | None = None) -> bool:
+    """Train one adapter into the store unless it is there already; True if this call trained it.
+
+    Safe to call from many workers at once: the lock makes the second wait, then reuse.
+    """
+    path = Path(job.path)
+    if is_complete(path):
+        return False
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with FileLock(str(path) + ".lock"):
+        if is_complete(path):  # another worker finished it while we waited
+            return False
+        if on_train:
+            on_train(job.upstream.name)
+        hp = job.hparams
+        adapter, targets, _ = train_upstream_adapter(job.backbone, job.upstream, job.preprocessing, hp, job.data_dir,
+                                                     job.device)
+        tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+        shutil.rmtree(tmp, ignore_errors=True)
+        save_adapter(adapter, tmp, targets, hp["rank"], hp["alpha"])
+        shutil.rmtree(path, ignore_errors=True)
+        os.replace(tmp, path)
+        return True
+
+
 def ensure_upstream_adapters(task: TaskSpec, backbone_name: str, data_dir: str | None, cache_dir: str | None,
                              device: str = "cpu", hp_overrides: dict[str, Any] | None = None,
                              on_train: Callable[[str], None] | None = None) -> list[LoraAdapter]:
     """Load the task's upstream adapters, training (once, under a lock) those not yet in the store."""
-    root = cache_root(cache_dir)
-    hp = upstream_hparams(task, hp_overrides)
     backbone = create_backbone(backbone_name, "cpu")
     targets = backbone.targets()
     adapters = []
-    for up in task.upstream:
-        path = adapter_dir(root, backbone_name, up, task.preprocessing, hp)
-        if not is_complete(path):
-            path.parent.mkdir(parents=True, exist_ok=True)
-            with FileLock(str(path) + ".lock"):
-                if not is_complete(path):  # another worker may have finished it while we waited
-                    if on_train:
-                        on_train(up.name)
-                    adapter, _, _ = train_upstream_adapter(backbone_name, up, task.preprocessing, hp, data_dir, device)
-                    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-                    shutil.rmtree(tmp, ignore_errors=True)
-                    save_adapter(adapter, tmp, targets, hp["rank"], hp["alpha"])
-                    shutil.rmtree(path, ignore_errors=True)
-                    os.replace(tmp, path)
-        adapters.append(load_adapter(path, targets, backbone.aliases, name=up.name))
+    for job in upstream_jobs(task, backbone_name, data_dir, cache_dir, device, hp_overrides):
+        ensure_upstream_adapter(job, on_train)
+        adapters.append(load_adapter(Path(job.path), targets, backbone.aliases, name=job.upstream.name))
     return adapters
