@@ -35,6 +35,18 @@ BASE_DEFAULTS: dict[str, Any] = {
 
 @dataclass
 class MethodContext:
+    """Everything a method may use, handed to `Method.prepare`; the data come later through `fit`/`predict`.
+
+    - `backbone`: a fresh copy per run (the method may change or merge into its weights). Useful parts:
+      `model`, `targets()` (the adapted matrices), `features(batch)`, `make_head(num_classes)`, `device()`.
+    - `adapters`: the N upstream LoRA modules (`LoraAdapter`: `weights[target] = (A, B)`, `scales`,
+      `delta(target)`), loaded only when the method sets `needs_upstream`; compose them with
+      `lorabench.adapters.attach_composition` (exact on ΔW = scale·B·A) rather than by hand.
+    - `num_classes`: classes (or choices) of the downstream task; `seed`: derived from (task, K, seed),
+      for any randomness of the method (`lorabench.seeding.generator(ctx.seed, "my-stream")`).
+    - `lora_rank`, `lora_alpha`: those of the upstream modules; `task_name`: for messages only.
+    """
+
     backbone: Backbone  # a fresh copy: the method may change its weights
     num_classes: int
     seed: int
@@ -45,6 +57,26 @@ class MethodContext:
 
 
 class Method:
+    """The plugin contract. Subclass, set the class attributes, implement the hooks, and register the
+    class under the `lorabench.methods` entry-point group. The evaluator calls, once per cell:
+    `Method(**hparams)` → `prepare(ctx)` → `fit(support)` → `predict(test)` → `trainable_params()`,
+    `head_params()`, `extras()`. A method never sees the test labels, the evaluator or the results.
+
+    - `name` (the registry key), `description` (one line for `lorabench list methods`);
+    - `needs_upstream`: True to receive the upstream adapters in `ctx.adapters`;
+    - `modalities`: "image" and/or "text" (multiple-choice QA) tasks the method applies to;
+    - `defaults`: its hyperparameters beyond `BASE_DEFAULTS` (users override them with `--hp k=v`; an
+      unknown key is an error); `tune_grid`: the values `--tune` tries on a validation draw;
+    - `prepare(ctx)`: keep the context, build the head (call `super().prepare(ctx)`), change the backbone;
+    - `fit(support)`: train on the K-shot support `Split` (it may be empty: K = 0);
+    - `predict(split)`: a [len(split)] tensor of predicted class / choice indices;
+    - `trainable_params()`: parameters trained on the support set, excluding the head (values searched
+      without gradients, e.g. merge weights, are not counted: say so in the docstring);
+    - `extras()`: JSON-able facts worth keeping in the result record (chosen weights, losses...).
+
+    `FrozenFeatureMethod` and `EndToEndMethod` below implement `fit`/`predict` for the two usual cases.
+    """
+
     name: ClassVar[str] = ""
     description: ClassVar[str] = ""
     needs_upstream: ClassVar[bool] = False

@@ -1,0 +1,45 @@
+"""merged_prototypes: W0 + scale·ΣΔWₙ merged once, then a nearest-class-mean head (nothing trains)."""
+
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+
+from lorabench.adapters import attach_composition
+from lorabench.data import Split
+from lorabench.method import Method, MethodContext
+from lorabench.training import extract_features
+
+
+class MergedPrototypes(Method):
+    name = "merged_prototypes"
+    description = "sum of the upstream ΔW (× scale) merged into W0; class-mean cosine head, no training"
+    needs_upstream = True
+    modalities = ("image",)
+    defaults = {"scale": 0.5}
+
+    def prepare(self, ctx: MethodContext) -> None:
+        super().prepare(ctx)  # keeps ctx, seeds the run, makes self.head
+        n = len(ctx.adapters)
+        for layer in attach_composition(ctx.backbone.model, ctx.backbone.targets(), ctx.adapters).values():
+            coef = torch.full((n,), self.hp["scale"], device=layer.comp_scale.device) * layer.comp_scale
+            layer.merge_(layer.composed_delta(coef=coef))  # exact: W0 + scale·Σ scaleₙ·Bₙ·Aₙ
+        self.tag = f"merged_prototypes:{self.hp['scale']}:" + "|".join(a.source for a in ctx.adapters)
+
+    def fit(self, support: Split) -> None:
+        feats = F.normalize(extract_features(self.ctx.backbone, support, self.tag), dim=-1)
+        onehot = F.one_hot(support.labels, self.ctx.num_classes).float()
+        means = F.normalize(onehot.T @ feats, dim=-1)  # one prototype per class
+        with torch.no_grad():
+            self.head.weight.copy_(means)
+            self.head.bias.zero_()
+
+    def predict(self, split: Split) -> torch.Tensor:
+        feats = F.normalize(extract_features(self.ctx.backbone, split, self.tag), dim=-1)
+        return self.head(feats.to(self.head.weight.device)).argmax(-1).cpu()
+
+    def trainable_params(self) -> int:
+        return 0  # nothing is trained; the head's prototypes count as head parameters
+
+    def extras(self) -> dict[str, Any]:
+        return {"upstream": [a.name for a in self.ctx.adapters], "scale": self.hp["scale"]}

@@ -1,0 +1,74 @@
+"""LoraHub (Huang et al. 2024) with exact composition: W = W0 + Σₙ wₙ·ΔWₙ, w found without gradients.
+
+The weights w ∈ [-bound, bound]^N minimise support loss(w) + l1·|w|₁, searched by scipy's Nelder-Mead
+(bounded, at most `budget` evaluations) from the uniform weights 1/N. Unlike the original, which
+sums the A's and the B's separately, every candidate composes ΔW = scale·B·A exactly
+(`composed_delta`). The support loss is `merging.support_loss` (a leave-one-out nearest-class-mean
+cross-entropy on the merged backbone's features; the zero-shot scorer's for multiple choice): each
+candidate costs one forward pass over the support set. w is searched, not trained: 0 trainable
+parameters; only the head trains afterwards.
+"""
+
+from collections.abc import Callable
+from typing import Any
+
+import numpy as np
+from scipy.optimize import minimize
+
+from lorabench.adapters import adapters_tag
+from lorabench.data import Split
+from lorabench.merging import merge_weighted_, require_support, stack_modules, weighted_scorer
+from lorabench.method import FrozenFeatureMethod, MethodContext
+
+
+def lorahub_objective(score: Callable[[np.ndarray], float], l1: float) -> Callable[[np.ndarray], float]:
+    return lambda w: score(w) + l1 * float(np.abs(w).sum())
+
+
+def search_weights(objective: Callable[[np.ndarray], float], n: int, budget: int, bound: float,
+                   step: float) -> tuple[np.ndarray, float, int]:
+    """Bounded Nelder-Mead from w = 1/N; returns the best weights seen, their objective, #evaluations."""
+    seen: list[tuple[float, np.ndarray]] = []
+
+    def tracked(w: np.ndarray) -> float:
+        value = objective(w)
+        seen.append((value, np.array(w, dtype=float)))
+        return value
+
+    x0 = np.full(n, 1.0 / n)
+    simplex = np.clip(np.vstack([x0, x0 + step * np.eye(n)]), -bound, bound)
+    minimize(tracked, x0, method="Nelder-Mead", bounds=[(-bound, bound)] * n,
+             options={"maxfev": budget, "initial_simplex": simplex, "xatol": 1e-3, "fatol": 1e-4})
+    value, best = min(seen, key=lambda vw: vw[0])
+    return best, value, len(seen)
+
+
+class LoraHub(FrozenFeatureMethod):
+    name = "lorahub"
+    description = "gradient-free search of one weight per module (Nelder-Mead, L1), exact ΣwΔW; head only"
+    needs_upstream = True
+    defaults = {"budget": 30, "l1": 0.05, "bound": 1.5, "step": 0.5, "temperature": 10.0}
+    tune_grid = {"l1": [0.0, 0.05, 0.2]}
+
+    def prepare(self, ctx: MethodContext) -> None:
+        super().prepare(ctx)
+        self.stacked = stack_modules(ctx)
+
+    def fit(self, support: Split) -> None:
+        require_support(self.name, support)
+        score = weighted_scorer(self.ctx.backbone, self.stacked, support, self.hp["temperature"])
+        objective = lorahub_objective(score, self.hp["l1"])
+        self.start_value = objective(np.full(self.stacked.n, 1.0 / self.stacked.n))
+        self.weights, self.value, self.n_evals = search_weights(
+            objective, self.stacked.n, int(self.hp["budget"]), float(self.hp["bound"]), float(self.hp["step"]))
+        merge_weighted_(self.stacked, self.weights.tolist())
+        self.cache_tag = adapters_tag(self.ctx.adapters, "lorahub:" + ",".join(repr(float(w)) for w in self.weights))
+        super().fit(support)
+
+    def trainable_params(self) -> int:
+        return 0
+
+    def extras(self) -> dict[str, Any]:
+        return {"upstream": [a.name for a in self.ctx.adapters], "weights": [round(float(w), 6) for w in self.weights],
+                "objective": round(self.value, 6), "objective_at_uniform": round(self.start_value, 6),
+                "evaluations": self.n_evals}
