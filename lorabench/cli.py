@@ -14,6 +14,7 @@ from typing import Any, Optional
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
@@ -71,6 +72,11 @@ class Device(str, Enum):
     cuda = "cuda"
 
 
+class ExecutorKind(str, Enum):
+    local = "local"
+    ray = "ray"
+
+
 @app.command()
 def run(
     method: list[str] = typer.Option(..., "--method", "-m", help="Method name(s); repeat or comma-separate."),
@@ -85,9 +91,14 @@ def run(
     hp: list[str] = typer.Option([], "--hp", help="Hyperparameter override key=value (repeatable)."),
     upstream: list[Path] = typer.Option([], "--upstream", help="PEFT LoRA folder(s) to compose instead of training upstream adapters."),
     tune: bool = typer.Option(False, "--tune", help="Pick hyperparameters from the method's grid on a validation draw."),
+    executor: ExecutorKind = typer.Option(ExecutorKind.local, "--executor", help="local: in this process; ray: one Ray task per cell (pip install 'lorabench[ray]')."),
+    cpus_per_run: float = typer.Option(1.0, "--cpus-per-run", help="Ray: CPUs reserved per cell and per upstream adapter."),
+    gpus_per_run: float = typer.Option(0.0, "--gpus-per-run", help="Ray: GPUs reserved per cell (fractions share a GPU)."),
+    ray_address: Optional[str] = typer.Option(None, "--ray-address", help="Ray: auto, host:6379 or ray://host:10001 joins a running cluster; default starts a local instance."),
 ) -> None:
     """Run method × task × K × seed; finished cells are skipped; prints mean ± std per K."""
     from lorabench.evaluator import expand_grid, run_grid, summarize
+    from lorabench.executors import make_executor
     from lorabench.results import read_result
 
     if device == Device.cuda:
@@ -104,26 +115,40 @@ def run(
         device=device.value, data_dir=str(data_dir) if data_dir else None, results_dir=str(results_dir),
         cache_dir=str(cache_dir) if cache_dir else None,
     )
-    counts = {"done": 0, "skipped": 0, "failed": 0}
+    if executor == ExecutorKind.local and (ray_address or cpus_per_run != 1.0 or gpus_per_run):
+        raise ConfigError("--ray-address, --cpus-per-run and --gpus-per-run apply to --executor ray only.")
+    runner = make_executor(executor.value, address=ray_address, cpus_per_run=cpus_per_run, gpus_per_run=gpus_per_run)
+    counts = {"running": 0, "done": 0, "skipped": 0, "failed": 0}
     with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
-                  TextColumn("[green]{task.fields[done]} done[/] [dim]{task.fields[skipped]} skipped[/] "
-                             "[red]{task.fields[failed]} failed[/]"),
+                  TextColumn("[yellow]{task.fields[running]} running[/] [green]{task.fields[done]} done[/] "
+                             "[dim]{task.fields[skipped]} skipped[/] [red]{task.fields[failed]} failed[/]"),
                   console=console, transient=False) as progress:
-        bar = progress.add_task("cells", total=len(cells), done=0, skipped=0, failed=0)
+        bar = progress.add_task(f"cells ({executor.value})", total=len(cells), **counts)
+
+        running: set[str] = set()
 
         def on_event(kind: str, cfg, *rest) -> None:
             if kind == "start":
-                progress.update(bar, description=f"[bold]{cfg.cell_id()}")
+                running.add(cfg.cell_id())
+                counts["running"] = len(running)
+                progress.update(bar, description=f"[bold]{cfg.cell_id()}", **counts)
             elif kind == "upstream":
                 progress.console.print(f"training upstream adapter [cyan]{rest[0]}[/] for {cfg.task} on {cfg.backbone}")
+            elif kind == "upstream_end" and rest[1]:
+                progress.console.print(f"[red]upstream adapter {rest[0]} failed[/]: {escape(rest[1].splitlines()[0])}")
             elif kind in ("done", "skip", "fail"):
                 key = {"done": "done", "skip": "skipped", "fail": "failed"}[kind]
                 counts[key] += 1
+                running.discard(cfg.cell_id())
+                counts["running"] = len(running)
                 if kind == "fail":
-                    progress.console.print(f"[red]failed[/] {cfg.cell_id()}: {rest[0]}")
+                    progress.console.print(f"[red]failed[/] {cfg.cell_id()}: {escape(rest[0].splitlines()[0])}")
                 progress.update(bar, advance=1, **counts)
 
-        report = run_grid(cells, on_event=on_event)
+        try:
+            report = run_grid(cells, on_event=on_event, executor=runner)
+        finally:
+            runner.close()
     records = [r for r in (read_result(c.result_path()) for c in cells) if r is not None]
     table = _table("task", "method", "backbone", "K", "accuracy", "seeds", "trainable (head)",
                    title=f"accuracy (mean ± std over seeds) — results in {results_dir}")
@@ -135,7 +160,7 @@ def run(
     if report.failed:
         err_console.print(f"[red]{len(report.failed)} cell(s) failed:[/]")
         for cfg, why in report.failed:
-            err_console.print(f"  {cfg.cell_id()}: {why}")
+            err_console.print(f"  {cfg.cell_id()}: {escape(why)}")
         raise typer.Exit(1)
 
 
@@ -183,13 +208,30 @@ def list_(what: Listable = typer.Argument(..., help="tasks, methods or backbones
     console.print(table)
 
 
+@app.command()
+def leaderboard(
+    results_dir: Path = typer.Option(Path("results"), "--results-dir", help="Folder of result JSON files (searched recursively)."),
+    out: Path = typer.Option(Path("site"), "--out", help="Folder to write the static site into (index.html + one page per task)."),
+) -> None:
+    """Render all results into a static HTML leaderboard that opens from disk (no server, no network)."""
+    from lorabench.leaderboard import build_site
+
+    report = build_site(results_dir, out)
+    console.print(f"{report.n_records} result file(s) -> {len(report.pages)} task page(s); open {report.index}")
+    if report.bad_files:
+        err_console.print(f"[yellow]{len(report.bad_files)} file(s) did not validate and were left out[/] "
+                          "(listed on the index page).")
+    if report.flags:
+        err_console.print(f"[yellow]{report.flags} flag(s)[/] (disagreeing configs, missing seeds) are shown on the pages.")
+
+
 def main() -> None:
     try:
         code = app(standalone_mode=False)  # click returns the code of typer.Exit here instead of raising
         if isinstance(code, int) and code:
             sys.exit(code)
     except LorabenchError as exc:
-        err_console.print(f"[bold red]error:[/] {exc}", highlight=False)
+        err_console.print(f"[bold red]error:[/] {escape(str(exc))}", highlight=False)
         sys.exit(2)
     except (typer.Abort, KeyboardInterrupt):
         err_console.print("aborted; finished cells are saved and will be skipped on a re-run.")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
@@ -39,15 +40,23 @@ QUICK_TASK = {
 @pytest.fixture(scope="session")
 def quick_task(tmp_path_factory) -> str:
     """Registers `digits_quick` through LORABENCH_TASKS for this process and its subprocesses."""
-    d = tmp_path_factory.mktemp("tasks")
-    (d / "digits_quick.yaml").write_text(yaml.safe_dump(QUICK_TASK, sort_keys=False))
+    with registered_task(tmp_path_factory.mktemp("tasks"), QUICK_TASK) as name:
+        yield name
+
+
+@contextmanager
+def registered_task(folder: Path, spec: dict):
+    """Write `spec` as a YAML task into `folder` and put the folder on LORABENCH_TASKS while in the block."""
+    (folder / f"{spec['name']}.yaml").write_text(yaml.safe_dump(spec, sort_keys=False))
     old = os.environ.get("LORABENCH_TASKS")
-    os.environ["LORABENCH_TASKS"] = str(d)
-    yield "digits_quick"
-    if old is None:
-        os.environ.pop("LORABENCH_TASKS", None)
-    else:
-        os.environ["LORABENCH_TASKS"] = old
+    os.environ["LORABENCH_TASKS"] = os.pathsep.join(p for p in (old, str(folder)) if p)
+    try:
+        yield spec["name"]
+    finally:
+        if old is None:
+            os.environ.pop("LORABENCH_TASKS", None)
+        else:
+            os.environ["LORABENCH_TASKS"] = old
 
 
 @pytest.fixture(scope="session")

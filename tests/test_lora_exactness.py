@@ -7,7 +7,6 @@ import json
 
 import pytest
 import torch
-import torch.nn as nn
 
 from lorabench.adapters import LoraAdapter, attach_composition, load_adapter, save_adapter, stack_adapters
 from lorabench.backbones import BERT_RULES, T5_RULES, VIT_RULES, EFFNET_RULES, create_backbone

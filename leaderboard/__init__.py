@@ -1,0 +1,459 @@
+"""The static leaderboard: every result JSON under a folder -> an index page + one page per task.
+
+Plain functions group records into the paper's table (rows = method configurations, columns = K,
+cells = mean ± std over seeds), compute SVG geometry, and render the jinja2 templates beside this
+file with autoescape on, since every string in a result file is untrusted. Pages inline their CSS
+and SVG, so the site opens from disk with no server and no network.
+
+This code lives in the package `lorabench.leaderboard` (the folder that also holds the templates):
+a sibling module `lorabench/leaderboard.py` would shadow it in an editable install.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import re
+from collections import defaultdict
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+import jinja2
+import numpy as np
+from pydantic import BaseModel
+
+import lorabench
+from lorabench.errors import ConfigError, LorabenchError
+from lorabench.results import load_results
+from lorabench.specs import ResultRecord, TaskSpec
+
+TEMPLATES = Path(__file__).parent / "templates"
+# Fields of a record's config that pick a configuration of a method (besides task/method/backbone,
+# K and seed): the parts of the config hash that are not the grid position.
+VARIANT_FIELDS = ("hparams", "upstream_dirs", "tune")
+PALETTE = ["#4e79a7", "#f28e2b", "#59a14f", "#e15759", "#76b7b2", "#b07aa1", "#edc948", "#9c755f",
+           "#ff9da7", "#bab0ac"]
+# Sequential blues for the heatmap, light (low weight) to dark (high weight).
+HEAT_STOPS = [(0.0, (0xf1, 0xf6, 0xfc)), (0.35, (0x9e, 0xc5, 0xe6)), (0.7, (0x3d, 0x85, 0xc6)),
+              (1.0, (0x0b, 0x3c, 0x7d))]
+
+
+class Cell(BaseModel):
+    """One (row, K) cell: one value per seed, never averaged across configurations."""
+
+    k: str
+    values: dict[int, float] = {}
+    expected_seeds: list[int] = []
+    missing_seeds: list[int] = []
+    mean: float | None = None
+    std: float | None = None
+    best: bool = False
+    notes: list[str] = []  # disagreements, in words
+    commands: list[str] = []
+
+
+class Heatmap(BaseModel):
+    k: str
+    n_seeds: int
+    svg: dict[str, Any]
+
+
+class Row(BaseModel):
+    """One configuration of one method on one backbone (a method run two ways gets two rows)."""
+
+    anchor: str
+    method: str
+    backbone: str
+    variant: str = ""  # how this configuration differs from the method's others ("" if it has none)
+    conflict: str = ""  # why this row is flagged, in words
+    color: str = ""
+    cells: dict[str, Cell] = {}
+    trainable_params: list[int] = []
+    head_params: list[int] = []
+    command: str = ""
+    cell_commands: list[str] = []
+    heatmaps: list[Heatmap] = []
+
+
+class Provenance(BaseModel):
+    n_records: int
+    lorabench_versions: list[str]
+    git_commits: list[str]
+    backbones: list[str]
+    devices: list[str]
+    torch_versions: list[str]
+    first: str
+    last: str
+
+
+class TaskPage(BaseModel):
+    name: str
+    file: str
+    setting: str
+    suite: str
+    backbones: list[str]
+    metric: str
+    registered: bool
+    spec: dict[str, Any] | None = None
+    ks: list[str]
+    seeds: list[int]
+    rows: list[Row]
+    best: dict[str, list[Row]]
+    plot: dict[str, Any]
+    flags: list[str]
+    provenance: Provenance
+
+
+class SiteReport(BaseModel):
+    out_dir: Path
+    index: Path
+    pages: list[Path]
+    n_records: int
+    bad_files: list[Path]
+    flags: int
+
+
+# --- grouping ----------------------------------------------------------------------------------
+
+
+def k_order(k: Any) -> tuple[int, int]:
+    """K ascending, 'all' last."""
+    return (1, 0) if str(k) == "all" else (0, int(k))
+
+
+def pct(x: float | None) -> str:
+    """Accuracy as the paper prints it: a percentage with two decimals."""
+    return "n/a" if x is None or not math.isfinite(x) else f"{100 * x:.2f}"
+
+
+def variant_of(rec: ResultRecord) -> dict[str, Any]:
+    return {f: rec.config.get(f) for f in VARIANT_FIELDS}
+
+
+def _describe_variants(variants: list[dict[str, Any]]) -> list[str]:
+    """For each configuration, the fields in which it differs from the others, e.g. 'lr=0.5'."""
+    flat = [{**{f"hp.{k}": v for k, v in (var.get("hparams") or {}).items()},
+             "upstream": var.get("upstream_dirs") or None, "tune": var.get("tune") or None} for var in variants]
+    keys = sorted({k for f in flat for k in f})
+    differing = [k for k in keys if len({json.dumps(f.get(k), sort_keys=True, default=str) for f in flat}) > 1]
+    out = []
+    for f in flat:
+        parts = []
+        for k in differing:
+            v = f.get(k)
+            if v is None:
+                continue
+            name = k.removeprefix("hp.")
+            if k == "upstream":
+                v = ", ".join(Path(p).name for p in v)
+            parts.append(name if v is True else f"{name}={v}")
+        out.append(", ".join(parts) or "defaults")
+    return out
+
+
+def _fill_cell(cell: Cell, recs: list[ResultRecord]) -> None:
+    by_seed: dict[int, list[ResultRecord]] = defaultdict(list)
+    for r in recs:
+        by_seed[r.seed].append(r)
+    for seed, runs in sorted(by_seed.items()):
+        runs.sort(key=lambda r: r.created_at)
+        cell.values[seed] = runs[-1].value
+        cell.commands.append(runs[-1].command)
+        if len({r.value for r in runs}) > 1:
+            scores = ", ".join(pct(r.value) for r in runs)
+            cell.notes.append(f"seed {seed} was run {len(runs)}× with the same config and scored {scores}; "
+                              f"the latest ({pct(runs[-1].value)}) is shown")
+    cell.missing_seeds = [s for s in cell.expected_seeds if s not in cell.values]
+    vals = np.array([v for v in cell.values.values() if math.isfinite(v)])
+    if len(vals):
+        cell.mean, cell.std = float(vals.mean()), float(vals.std(ddof=0))
+
+
+def _row_command(rec: ResultRecord, ks: list[str], seeds: list[int]) -> str:
+    """The latest cell's command, widened to the row's K values and seeds (same config hash per cell)."""
+    cmd = rec.command
+    if len(re.findall(r"--k \S+", cmd)) != 1 or len(re.findall(r"--seeds \S+", cmd)) != 1:
+        return cmd
+    cmd = re.sub(r"--k \S+", lambda _: "--k " + ",".join(ks), cmd)
+    return re.sub(r"--seeds \S+", lambda _: "--seeds " + ",".join(map(str, seeds)), cmd)
+
+
+def build_rows(records: list[ResultRecord], ks: list[str], seeds: list[int]) -> tuple[list[Row], list[str]]:
+    """Rows of one task's table, plus page-level flags (disagreements) in words."""
+    flags: list[str] = []
+    by_method: dict[tuple[str, str], dict[str, list[ResultRecord]]] = defaultdict(lambda: defaultdict(list))
+    variants: dict[str, dict[str, Any]] = {}
+    for r in records:
+        key = json.dumps(variant_of(r), sort_keys=True, default=str)
+        variants[key] = variant_of(r)
+        by_method[(r.method, r.backbone)][key].append(r)
+    rows: list[Row] = []
+    for (method, backbone), groups in by_method.items():
+        keys = sorted(groups)
+        labels = _describe_variants([variants[k] for k in keys]) if len(keys) > 1 else [""] * len(keys)
+        method_rows = []
+        for key, label in zip(keys, labels):
+            recs = groups[key]
+            row = Row(anchor="", method=method, backbone=backbone, variant=label)
+            for k in ks:
+                cell = Cell(k=k, expected_seeds=seeds)
+                _fill_cell(cell, [r for r in recs if str(r.k) == k])
+                row.cells[k] = cell
+            row.trainable_params = sorted({r.trainable_params for r in recs})
+            row.head_params = sorted({r.head_params for r in recs})
+            latest = max(recs, key=lambda r: r.created_at)
+            present_ks = [k for k in ks if row.cells[k].values]
+            row.command = _row_command(latest, present_ks, sorted({r.seed for r in recs}))
+            row.cell_commands = [c for k in ks for c in row.cells[k].commands]
+            row.heatmaps = _heatmaps(recs)
+            method_rows.append(row)
+        if len(method_rows) > 1:
+            _flag_clashes(method_rows, ks)
+            flags.append(f"{method} on {backbone} was run with {len(method_rows)} different configurations "
+                         f"({'; '.join(r.variant for r in method_rows)}); each is its own row, never averaged.")
+        rows += method_rows
+    rows.sort(key=lambda r: (min(r.trainable_params), r.method, r.backbone, r.variant))
+    for i, row in enumerate(rows):
+        row.anchor = f"row-{i}"
+        row.color = PALETTE[i % len(PALETTE)]
+    for k in ks:
+        means = [r.cells[k].mean for r in rows if r.cells[k].mean is not None]
+        for r in rows:
+            r.cells[k].best = bool(means) and r.cells[k].mean is not None and math.isclose(r.cells[k].mean, max(means))
+    for r in rows:
+        for c in r.cells.values():
+            flags += [f"{r.method} K={c.k}: {n}" for n in c.notes if "same config" in n]
+    return rows, flags
+
+
+def _flag_clashes(rows: list[Row], ks: list[str]) -> None:
+    """Mark cells where the same (K, seed) exists under another configuration of the same method."""
+    for row in rows:
+        row.conflict = (f"{row.method} has {len(rows)} configurations on this task; this row is '{row.variant}'. "
+                        "Rows are never averaged together.")
+        for k in ks:
+            for other in rows:
+                if other is row:
+                    continue
+                shared = sorted(set(row.cells[k].values) & set(other.cells[k].values))
+                if shared:
+                    row.cells[k].notes.append(f"seed(s) {', '.join(map(str, shared))} also run with a different "
+                                              f"config ({other.variant})")
+
+
+# --- SVG geometry ------------------------------------------------------------------------------
+
+
+def _nice_step(span: float) -> float:
+    for step in (0.01, 0.02, 0.05, 0.1, 0.2, 0.25):
+        if span / step <= 6:
+            return step
+    return 0.25
+
+
+def accuracy_plot(rows: list[Row], ks: list[str]) -> dict[str, Any]:
+    """Accuracy against K (categorical axis, 'all' last), one line per row, ±std whiskers."""
+    w, h, left, right, top, bottom = 680, 340, 58, 18, 18, 46
+    pts = [(c.mean, c.std or 0.0) for r in rows for c in r.cells.values() if c.mean is not None]
+    if not pts:
+        return {"width": w, "height": h, "series": [], "xticks": [], "yticks": [], "empty": True}
+    lo = max(0.0, min(m - s for m, s in pts))
+    hi = min(1.0, max(m + s for m, s in pts))
+    if hi - lo < 0.02:
+        lo, hi = max(0.0, lo - 0.01), min(1.0, hi + 0.01)
+    step = _nice_step(hi - lo)
+    lo, hi = math.floor(lo / step + 1e-9) * step, math.ceil(hi / step - 1e-9) * step
+    hi = max(hi, lo + step)
+    plot_w, plot_h = w - left - right, h - top - bottom
+
+    def y(v: float) -> float:
+        return round(top + plot_h * (1 - (v - lo) / (hi - lo)), 2)
+
+    slot = plot_w / len(ks)
+    xs = {k: left + slot * (i + 0.5) for i, k in enumerate(ks)}
+    dodge = min(6.0, slot / (2 * max(1, len(rows))))
+    series = []
+    for i, r in enumerate(rows):
+        off = (i - (len(rows) - 1) / 2) * dodge
+        points = []
+        for k in ks:
+            c = r.cells[k]
+            if c.mean is None:
+                continue
+            x = round(xs[k] + off, 2)
+            points.append({"x": x, "y": y(c.mean), "y_lo": y(max(lo, c.mean - (c.std or 0))),
+                           "y_hi": y(min(hi, c.mean + (c.std or 0))), "k": k, "mean": pct(c.mean),
+                           "std": pct(c.std), "n": len(c.values)})
+        series.append({"label": row_label(r), "color": r.color, "points": points,
+                       "path": " ".join(f"{p['x']},{p['y']}" for p in points)})
+    n_ticks = int(round((hi - lo) / step))
+    yticks = [{"y": y(lo + j * step), "label": f"{100 * (lo + j * step):g}"} for j in range(n_ticks + 1)]
+    xticks = [{"x": round(x, 2), "label": k} for k, x in xs.items()]
+    return {"width": w, "height": h, "left": left, "right": w - right, "top": top, "bottom": h - bottom,
+            "series": series, "xticks": xticks, "yticks": yticks, "empty": False}
+
+
+def heat_colour(t: float) -> tuple[str, str]:
+    """Fill for a value in [0, 1] on the blue scale, and a text colour that reads on it."""
+    t = min(1.0, max(0.0, t))
+    for (t0, c0), (t1, c1) in zip(HEAT_STOPS, HEAT_STOPS[1:]):
+        if t <= t1:
+            f = (t - t0) / (t1 - t0)
+            rgb = [round(a + (b - a) * f) for a, b in zip(c0, c1)]
+            break
+    lum = 0.2126 * rgb[0] + 0.7152 * rgb[1] + 0.0722 * rgb[2]
+    return "#{:02x}{:02x}{:02x}".format(*rgb), ("#ffffff" if lum < 140 else "#1a2433")
+
+
+def heatmap_svg(matrices: list[str], upstream: list[str], weights: np.ndarray) -> dict[str, Any]:
+    """Learned weights (rows = adapted matrices in model order, columns = upstream modules), like Figure 7."""
+    label_w = 8 + 6.6 * max(len(m) for m in matrices)
+    cw = min(130.0, max(52.0, 7.2 * max(len(u) for u in upstream) + 10))
+    ch, top = 16, 30
+    vmin, vmax = float(weights.min()), float(weights.max())
+    span = (vmax - vmin) or 1.0
+    cells = []
+    for i, m in enumerate(matrices):
+        for j, u in enumerate(upstream):
+            v = float(weights[i, j])
+            fill, ink = heat_colour((v - vmin) / span)
+            cells.append({"x": round(label_w + j * cw, 2), "y": top + i * ch, "w": round(cw - 1, 2), "h": ch - 1,
+                          "fill": fill, "ink": ink, "value": f"{v:.6f}", "text": f"{v:.2f}", "matrix": m,
+                          "upstream": u})
+    grid_w = label_w + cw * len(upstream)
+    legend_x, legend_w = grid_w + 24, 14
+    grid_h = ch * len(matrices)
+    uniform = 1 / len(upstream)
+    u_t = (uniform - vmin) / span
+    return {
+        "width": round(legend_x + legend_w + 60, 2), "height": top + grid_h + 8,
+        "cells": cells, "label_w": label_w, "ch": ch, "top": top,
+        "rows": [{"y": top + i * ch + ch / 2, "label": m} for i, m in enumerate(matrices)],
+        "cols": [{"x": round(label_w + (j + 0.5) * cw, 2), "label": u} for j, u in enumerate(upstream)],
+        "legend": {"x": round(legend_x, 2), "y": top, "w": legend_w, "h": grid_h,
+                   "stops": [{"offset": f"{100 * t:g}%", "colour": heat_colour(t)[0]} for t, _ in HEAT_STOPS],
+                   "max": f"{vmax:.3f}", "min": f"{vmin:.3f}",
+                   "uniform_y": round(top + grid_h * (1 - u_t), 2) if 0 <= u_t <= 1 else None,
+                   "uniform_label": 14 <= grid_h * (1 - u_t) <= grid_h - 14},
+    }
+
+
+def _heatmaps(recs: list[ResultRecord]) -> list[Heatmap]:
+    """One heatmap per K (largest first), learned weights averaged over seeds."""
+    by_k: dict[str, dict[int, ResultRecord]] = defaultdict(dict)
+    for r in sorted(recs, key=lambda r: r.created_at):
+        if isinstance(r.extras.get("learned_weights"), dict) and r.extras.get("upstream"):
+            by_k[str(r.k)][r.seed] = r
+    out = []
+    for k in sorted(by_k, key=k_order, reverse=True):
+        runs = list(by_k[k].values())
+        upstream = [str(u) for u in runs[0].extras["upstream"]]
+        matrices = [str(m) for m in runs[0].extras["learned_weights"]]
+        same = [r for r in runs if r.extras["upstream"] == upstream and list(r.extras["learned_weights"]) == matrices]
+        try:
+            w = np.array([[r.extras["learned_weights"][m] for m in matrices] for r in same], dtype=float).mean(0)
+        except (ValueError, TypeError):
+            continue
+        if w.shape != (len(matrices), len(upstream)) or not matrices:
+            continue
+        out.append(Heatmap(k=k, n_seeds=len(same), svg=heatmap_svg(matrices, upstream, w)))
+    return out
+
+
+# --- pages -------------------------------------------------------------------------------------
+
+
+def row_label(row: Row) -> str:
+    return row.method + (f" ({row.variant})" if row.variant else "")
+
+
+def provenance(records: list[ResultRecord]) -> Provenance:
+    dates = sorted(r.created_at for r in records)
+    return Provenance(
+        n_records=len(records),
+        lorabench_versions=sorted({r.lorabench_version for r in records}),
+        git_commits=sorted({r.git_commit or "unknown (not run from a git checkout)" for r in records}),
+        backbones=sorted({r.backbone for r in records}),
+        devices=sorted({r.device for r in records}),
+        torch_versions=sorted({r.versions.get("torch", "?") for r in records}),
+        first=dates[0] if dates else "", last=dates[-1] if dates else "",
+    )
+
+
+def _task_spec(name: str) -> TaskSpec | None:
+    from lorabench.task_registry import get_task
+
+    try:
+        return get_task(name)
+    except LorabenchError:
+        return None
+
+
+def _slug(name: str, taken: set[str]) -> str:
+    base = re.sub(r"[^A-Za-z0-9_.-]+", "-", name).strip("-.") or "task"
+    slug, i = base, 2
+    while slug in taken:
+        slug, i = f"{base}-{i}", i + 1
+    taken.add(slug)
+    return slug
+
+
+def task_page(name: str, records: list[ResultRecord], file: str) -> TaskPage:
+    spec = _task_spec(name)
+    seen_ks = {str(r.k) for r in records}
+    ks = sorted(seen_ks | ({str(k) for k in spec.k_grid} if spec else set()), key=k_order)
+    seeds = list(spec.seeds) if spec else sorted({r.seed for r in records})
+    rows, flags = build_rows(records, ks, seeds)
+    best = {k: [r for r in rows if r.cells[k].best] for k in ks}
+    incomplete = sum(1 for r in rows for c in r.cells.values() if c.values and c.missing_seeds)
+    if incomplete:
+        flags.append(f"{incomplete} cell(s) have fewer seeds than the task's {len(seeds)} ({', '.join(map(str, seeds))}).")
+    latest = max(records, key=lambda r: r.created_at)
+    return TaskPage(
+        name=name, file=file, setting=latest.setting, suite=latest.suite,
+        backbones=sorted({r.backbone for r in records}), metric=latest.metric, registered=spec is not None,
+        spec=spec.model_dump(mode="json") if spec else None, ks=ks, seeds=seeds, rows=rows, best=best,
+        plot=accuracy_plot(rows, ks), flags=flags, provenance=provenance(records),
+    )
+
+
+def environment() -> jinja2.Environment:
+    env = jinja2.Environment(loader=jinja2.FileSystemLoader(TEMPLATES), autoescape=True,
+                             undefined=jinja2.StrictUndefined, trim_blocks=True, lstrip_blocks=True)
+    env.filters["pct"] = pct
+    env.filters["count"] = lambda n: f"{n:,}"
+    env.globals["row_label"] = row_label
+    return env
+
+
+def build_site(results_dir: str | Path, out_dir: str | Path) -> SiteReport:
+    """Render every valid record under `results_dir` into `out_dir` (index.html + task-<name>.html)."""
+    results_dir, out_dir = Path(results_dir), Path(out_dir)
+    if not results_dir.is_dir():
+        raise ConfigError(f"--results-dir {results_dir}: no such folder (it should hold <task>/*.json result files "
+                          "written by `lorabench run`).")
+    records, bad = load_results(results_dir)
+    if not records:
+        extra = f"; {len(bad)} JSON file(s) there did not validate as result records" if bad else ""
+        raise ConfigError(f"No result records under {results_dir}{extra}. Run `lorabench run ... --results-dir "
+                          f"{results_dir}` first.")
+    by_task: dict[str, list[ResultRecord]] = defaultdict(list)
+    for r in records:
+        by_task[r.task].append(r)
+    taken: set[str] = {"index"}
+    pages = [task_page(t, recs, f"task-{_slug(t, taken)}.html") for t, recs in sorted(by_task.items())]
+    env = environment()
+    meta = {"generated": datetime.now(timezone.utc).isoformat(timespec="seconds"), "version": lorabench.__version__,
+            "results_dir": str(results_dir), "bad_files": [str(p) for p in bad]}
+    out_dir.mkdir(parents=True, exist_ok=True)
+    written = []
+    for page in pages:
+        path = out_dir / page.file
+        path.write_text(env.get_template("task.html").render(page=page, pages=pages, meta=meta), encoding="utf-8")
+        written.append(path)
+    index = out_dir / "index.html"
+    index.write_text(env.get_template("index.html").render(pages=pages, meta=meta, provenance=provenance(records)),
+                     encoding="utf-8")
+    return SiteReport(out_dir=out_dir, index=index, pages=written, n_records=len(records), bad_files=bad,
+                      flags=sum(len(p.flags) for p in pages))
