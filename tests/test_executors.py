@@ -103,7 +103,7 @@ def test_ray_gives_exactly_the_local_scores_trains_upstream_once_and_reports_fai
     assert max(i for i, k in enumerate(kinds) if k == "upstream_end") < kinds.index("start")
     assert kinds.count("start") == 10 and kinds.count("done") == 8 and kinds.count("fail") == 2
 
-    # Same thread count as a Ray worker with 1 CPU: CPU float reductions depend on it (docs/cluster.md).
+    # Same thread count as a Ray worker with 1 CPU: CPU float reductions depend on it (README, "Same scores on both executors").
     threads = torch.get_num_threads()
     torch.set_num_threads(1)
     try:
