@@ -193,11 +193,19 @@ def _tune(method_cls, hparams, ctx_factory, support, train_ex, support_idx, cfg,
 
 def expand_grid(methods: list[str], tasks: list[str], ks: list[KValue] | None, seeds: list[int] | None,
                 backbone: str | None, **common: Any) -> list[RunConfig]:
+    """Every (task, method, K, seed) cell; fails before any work on a bad name or a method that does not
+    apply to a task's modality (rather than failing each of its cells)."""
     cells = []
     for task_name in tasks:
         task = get_task(task_name)
+        modality = "text" if task.modality == "multiple_choice" else "image"
         for method in methods:
-            METHODS.get(method)  # fail early on a bad name
+            method_cls = METHODS.get(method)  # fail early on a bad name
+            if modality not in method_cls.modalities:
+                fits = sorted(n for n in METHODS.names() if modality in METHODS.get(n).modalities)
+                raise ConfigError(f"Method {method!r} does not apply to {task.modality} tasks like {task_name!r} "
+                                  f"(it takes {', '.join(method_cls.modalities)} tasks). Methods for {task_name!r}: "
+                                  f"{', '.join(fits)}.")
             for k in (ks or task.k_grid):
                 for seed in (seeds if seeds is not None else task.seeds):
                     cells.append(RunConfig(task=task_name, method=method, backbone=backbone or task.backbone,

@@ -11,6 +11,7 @@ import time
 import pytest
 
 from lorabench.backbones import create_backbone
+from lorabench.errors import ConfigError
 from lorabench.evaluator import expand_grid, run_cell, run_grid
 from lorabench.lora import lora_param_count
 from lorabench.results import load_results, read_result
@@ -151,3 +152,12 @@ def test_default_digits_task_and_list(tmp_path):
     out = subprocess.run(CLI + ["list", "methods"], capture_output=True, text=True, timeout=60)
     for name in ("classifier_tuning", "lora", "full_finetune", "uniform_composition", "learned_composition", "zero_shot"):
         assert name in out.stdout
+
+
+def test_a_method_that_does_not_fit_the_task_is_refused_before_any_cell_runs(tmp_path):
+    with pytest.raises(ConfigError) as err:
+        expand_grid(["classifier_tuning", "zero_shot"], ["digits"], [1], [0], None, results_dir=str(tmp_path))
+    msg = str(err.value)
+    assert "'zero_shot' does not apply to image tasks like 'digits'" in msg
+    assert "classifier_tuning" in msg.split("Methods for 'digits':")[1] and "zero_shot" not in msg.split(":")[-1]
+    assert not any(tmp_path.iterdir())
