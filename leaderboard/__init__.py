@@ -31,7 +31,7 @@ from lorabench.specs import ResultRecord, TaskSpec
 TEMPLATES = Path(__file__).parent / "templates"
 # Fields of a record's config that pick a configuration of a method (besides task/method/backbone,
 # K and seed): the parts of the config hash that are not the grid position.
-VARIANT_FIELDS = ("hparams", "upstream_dirs", "tune")
+VARIANT_FIELDS = ("hparams", "upstream_dirs", "tune", "data_source")  # data_source: local pack vs hub copy
 PALETTE = ["#4e79a7", "#f28e2b", "#59a14f", "#e15759", "#76b7b2", "#b07aa1", "#edc948", "#9c755f",
            "#ff9da7", "#bab0ac"]
 # Sequential blues for the heatmap, light (low weight) to dark (high weight).
@@ -134,7 +134,8 @@ def variant_of(rec: ResultRecord) -> dict[str, Any]:
 def _describe_variants(variants: list[dict[str, Any]]) -> list[str]:
     """For each configuration, the fields in which it differs from the others, e.g. 'lr=0.5'."""
     flat = [{**{f"hp.{k}": v for k, v in (var.get("hparams") or {}).items()},
-             "upstream": var.get("upstream_dirs") or None, "tune": var.get("tune") or None} for var in variants]
+             "upstream": var.get("upstream_dirs") or None, "tune": var.get("tune") or None,
+             "data": ", ".join(var.get("data_source") or []) or None} for var in variants]
     keys = sorted({k for f in flat for k in f})
     differing = [k for k in keys if len({json.dumps(f.get(k), sort_keys=True, default=str) for f in flat}) > 1]
     out = []

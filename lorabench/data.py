@@ -55,7 +55,10 @@ _HUB_DOWN: list[str] = []  # set by the first failed connection to the hub in th
 
 
 def _load_raw(ref: DatasetRef, data_dir: Path | None):
-    """Return a `datasets.Dataset` for the ref's split, or fail saying where we looked."""
+    """Return a `datasets.Dataset` for the ref's split and where it came from, or fail saying where we looked.
+
+    The source is kept in every result: the local pack and the hub can hold different copies of a dataset
+    (PACS locally is re-encoded at 128 px), so their scores must not be averaged together."""
     import datasets
 
     if ref.builtin:
@@ -63,12 +66,13 @@ def _load_raw(ref: DatasetRef, data_dir: Path | None):
             raise DataNotFoundError(
                 f"No builtin dataset {ref.name!r}; builtin datasets: {', '.join(BUILTIN_DATASETS)}."
             )
-        return BUILTIN_DATASETS[ref.name]()
+        return BUILTIN_DATASETS[ref.name](), f"builtin:{ref.name}"
     looked: list[str] = []
     if data_dir is not None:
         path = data_dir / ref.name / f"{ref.split}.parquet"
         if path.is_file():
-            return datasets.load_dataset("parquet", data_files={ref.split: str(path)}, split=ref.split)
+            ds = datasets.load_dataset("parquet", data_files={ref.split: str(path)}, split=ref.split)
+            return ds, f"local:{ref.name}/{ref.split}.parquet"
         looked.append(f"{path} (no such file)")
     else:
         looked.append(f"no local data dir (neither --data-dir nor ${DATA_ENV} is set)")
@@ -83,7 +87,7 @@ def _load_raw(ref: DatasetRef, data_dir: Path | None):
             if isinstance(exc, ConnectionError):  # offline: don't sit through the hub's retries once per dataset
                 _HUB_DOWN.append(why)
         else:
-            return _to_local_layout(ds, ref)
+            return _to_local_layout(ds, ref), f"hub:{ref.hub_id}{'/' + ref.hub_config if ref.hub_config else ''}"
     else:
         looked.append("no hub id is declared for it")
     raise DataNotFoundError(
@@ -177,12 +181,13 @@ class Examples:
     dataset: Any  # datasets.Dataset
     labels: np.ndarray
     class_names: list[str] | None
+    source: str = ""  # builtin:NAME, local:NAME/SPLIT.parquet or hub:ID[/CONFIG]
 
 
 @lru_cache(maxsize=64)
 def _load_examples_cached(ref_json: str, data_dir: str | None) -> Examples:
     ref = DatasetRef.model_validate_json(ref_json)
-    ds = _load_raw(ref, Path(data_dir) if data_dir else None)
+    ds, source = _load_raw(ref, Path(data_dir) if data_dir else None)
     if ref.label_column not in ds.column_names:
         raise ConfigError(
             f"Dataset {ref.name!r} has no label column {ref.label_column!r}; columns: {ds.column_names}."
@@ -218,7 +223,7 @@ def _load_examples_cached(ref_json: str, data_dir: str | None) -> Examples:
         frac = 1 - ref.max_examples / len(labels)
         keep, _ = stratified_partition(labels, frac, derive_seed(ref.name, ref.split, "cap"))
         ds, labels = ds.select(keep), labels[keep]
-    return Examples(key=ref_json, dataset=ds, labels=labels, class_names=names)
+    return Examples(key=ref_json, dataset=ds, labels=labels, class_names=names, source=source)
 
 
 def load_examples(ref: DatasetRef, data_dir: str | os.PathLike | None = None) -> Examples:

@@ -156,6 +156,7 @@ def run_cell(cfg: RunConfig, on_event: Callable[..., None] | None = None) -> Res
         versions=versions(), git_commit=git_commit(), lorabench_version=lorabench.__version__,
         created_at=datetime.now(timezone.utc).isoformat(timespec="seconds"), command=reproduce_command(cfg),
         config={**cfg.model_dump(), "resolved_hparams": hparams, "upstream_hparams": up_hp if adapters else None,
+                "data_source": sorted({train_ex.source, test_ex.source}),
                 "upstream": [a.source for a in adapters]},
         tags=dict(task.tags), extras=extras,
     )

@@ -293,3 +293,21 @@ def test_missing_or_empty_results_dir_is_a_clear_error(tmp_path):
                            str(tmp_path / "site")], capture_output=True, text=True, timeout=60)
     assert proc.returncode == 2 and "No result records under" in proc.stderr
     assert not (tmp_path / "site").exists()
+
+
+def test_the_same_cell_from_another_copy_of_the_data_is_its_own_row(results, quick_task, tmp_path):
+    """The local data pack and the hub may hold different copies of a dataset: their scores are kept apart."""
+    copy = tmp_path / "results"
+    shutil.copytree(results, copy)
+    path = next((copy / quick_task).glob("classifier_tuning__*__k5__s1__*.json"))
+    rec = json.loads(path.read_text())
+    assert rec["config"]["data_source"] == ["builtin:sklearn_digits"]  # recorded by the evaluator
+    hub = {**rec, "value": 0.5, "config": {**rec["config"], "data_source": ["hub:someone/digits"]}}
+    (path.parent / "from_hub.json").write_text(json.dumps(hub))
+    build_site(copy, tmp_path / "site")
+    doc = dom((tmp_path / "site" / f"task-{quick_task}.html").read_text())
+    variants = {tr.attrs["data-variant"] for tr in doc.find_all("tr", data_method="classifier_tuning")}
+    assert {"data=builtin:sklearn_digits", "data=hub:someone/digits"} <= variants
+    hub_row = doc.one("tr", data_method="classifier_tuning", data_variant="data=hub:someone/digits")
+    assert hub_row.one("td", data_k="5").one("span", "mean").text() == fmt([0.5])[0]
+    assert "different configurations" in doc.one("section", "flags").text()
