@@ -77,7 +77,7 @@ def _load_raw(ref: DatasetRef, data_dir: Path | None):
     else:
         looked.append(f"no local data dir (neither --data-dir nor ${DATA_ENV} is set)")
     if ref.hub_id and _HUB_DOWN:
-        looked.append(f"not the hub id {ref.hub_id!r}: the hub was unreachable earlier in this process ({_HUB_DOWN})")
+        looked.append(f"not the hub id {ref.hub_id!r}: the hub was unreachable earlier in this process ({_HUB_DOWN[0]})")
     elif ref.hub_id:
         try:
             ds = datasets.load_dataset(ref.hub_id, ref.hub_config, split=ref.hub_split or ref.split)

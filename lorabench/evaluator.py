@@ -32,7 +32,7 @@ from lorabench.executors import Executor, LocalExecutor
 from lorabench.method import METHODS, Method, MethodContext
 from lorabench.results import is_done, write_result
 from lorabench.seeding import derive_seed, seed_everything
-from lorabench.specs import KValue, Preprocessing, ResultRecord, RunConfig, Timings
+from lorabench.specs import KValue, Preprocessing, ResultRecord, RunConfig, TaskSpec, Timings
 from lorabench.task_registry import get_task
 from lorabench.upstream import (UpstreamJob, ensure_upstream_adapter, ensure_upstream_adapters, is_complete,
                                 upstream_hparams, upstream_jobs)
@@ -108,9 +108,7 @@ def run_cell(cfg: RunConfig, on_event: Callable[..., None] | None = None) -> Res
         torch.cuda.reset_peak_memory_stats()
     task = get_task(cfg.task)
     method_cls = METHODS.get(cfg.method)
-    modality = "text" if task.modality == "multiple_choice" else "image"
-    if modality not in method_cls.modalities:
-        raise ConfigError(f"Method {cfg.method!r} does not apply to {task.modality} tasks like {task.name!r}.")
+    modality = require_fit(task, cfg.method)
     hparams = method_cls.resolve_hparams({**task.hparams.get(cfg.method, {}), **cfg.hparams}, task.hparams.get("*"))
     # Data before weights: a missing dataset is the cheaper and likelier error to report.
     train_ex = load_examples(task.downstream.train, cfg.data_dir)
@@ -192,6 +190,18 @@ def _tune(method_cls, hparams, ctx_factory, support, train_ex, support_idx, cfg,
 # --- grids -----------------------------------------------------------------------------------------
 
 
+def require_fit(task: TaskSpec, method: str) -> str:
+    """The input kind ("image" or "text") of `task`, once `method` is known to exist and to apply to it."""
+    method_cls = METHODS.get(method)  # a bad name fails here, with suggestions
+    modality = "text" if task.modality == "multiple_choice" else "image"
+    if modality not in method_cls.modalities:
+        fits = sorted(n for n in METHODS.names() if modality in METHODS.get(n).modalities)
+        raise ConfigError(f"Method {method!r} does not apply to {task.modality} tasks like {task.name!r} "
+                          f"(it takes {', '.join(method_cls.modalities)} tasks). Methods for {task.name!r}: "
+                          f"{', '.join(fits)}.")
+    return modality
+
+
 def expand_grid(methods: list[str], tasks: list[str], ks: list[KValue] | None, seeds: list[int] | None,
                 backbone: str | None, **common: Any) -> list[RunConfig]:
     """Every (task, method, K, seed) cell; fails before any work on a bad name or a method that does not
@@ -199,14 +209,8 @@ def expand_grid(methods: list[str], tasks: list[str], ks: list[KValue] | None, s
     cells = []
     for task_name in tasks:
         task = get_task(task_name)
-        modality = "text" if task.modality == "multiple_choice" else "image"
         for method in methods:
-            method_cls = METHODS.get(method)  # fail early on a bad name
-            if modality not in method_cls.modalities:
-                fits = sorted(n for n in METHODS.names() if modality in METHODS.get(n).modalities)
-                raise ConfigError(f"Method {method!r} does not apply to {task.modality} tasks like {task_name!r} "
-                                  f"(it takes {', '.join(method_cls.modalities)} tasks). Methods for {task_name!r}: "
-                                  f"{', '.join(fits)}.")
+            require_fit(task, method)
             for k in (ks or task.k_grid):
                 for seed in (seeds if seeds is not None else task.seeds):
                     cells.append(RunConfig(task=task_name, method=method, backbone=backbone or task.backbone,
