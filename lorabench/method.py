@@ -144,6 +144,10 @@ class FrozenFeatureMethod(Method):
         feats = extract_features(self.ctx.backbone, split, self.cache_tag)
         return predict(self.ctx.backbone, self.head, split, feats)
 
+    def trainable_params(self) -> int:
+        """Only the head trains (merge weights searched without gradients do not count)."""
+        return 0
+
 
 class EndToEndMethod(Method):
     """Trains backbone parameters (returned by `backbone_params`) and the head through the backbone."""

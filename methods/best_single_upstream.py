@@ -34,9 +34,6 @@ class BestSingleUpstream(FrozenFeatureMethod):
         self.cache_tag = adapters_tag([self.ctx.adapters[self.best]], "single")
         super().fit(support)
 
-    def trainable_params(self) -> int:
-        return 0
-
     def extras(self) -> dict[str, Any]:
         names = [a.name for a in self.ctx.adapters]
         return {"upstream": names, "chosen": names[self.best],

@@ -7,6 +7,3 @@ class ClassifierTuning(FrozenFeatureMethod):
     name = "classifier_tuning"
     description = "frozen backbone; linear head only"
     tune_grid = {"head_lr": [1e-3, 1e-2, 1e-1]}
-
-    def trainable_params(self) -> int:
-        return 0

@@ -32,8 +32,5 @@ class Dare(FrozenFeatureMethod):
         self.scaling = scaling
         self.cache_tag = adapters_tag(ctx.adapters, f"dare:p={p!r},scaling={scaling!r},seed={ctx.seed}")
 
-    def trainable_params(self) -> int:
-        return 0
-
     def extras(self) -> dict[str, Any]:
         return {"upstream": [a.name for a in self.ctx.adapters], "scaling": self.scaling}

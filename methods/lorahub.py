@@ -65,9 +65,6 @@ class LoraHub(FrozenFeatureMethod):
         self.cache_tag = adapters_tag(self.ctx.adapters, "lorahub:" + ",".join(repr(float(w)) for w in self.weights))
         super().fit(support)
 
-    def trainable_params(self) -> int:
-        return 0
-
     def extras(self) -> dict[str, Any]:
         return {"upstream": [a.name for a in self.ctx.adapters], "weights": [round(float(w), 6) for w in self.weights],
                 "objective": round(self.value, 6), "objective_at_uniform": round(self.start_value, 6),

@@ -35,9 +35,6 @@ class TaskArithmetic(FrozenFeatureMethod):
         self.cache_tag = adapters_tag(self.ctx.adapters, f"task_arithmetic:lambda={self.lam!r}")
         super().fit(support)
 
-    def trainable_params(self) -> int:
-        return 0
-
     def extras(self) -> dict[str, Any]:
         return {"upstream": [a.name for a in self.ctx.adapters], "lambda": self.lam,
                 "support_loss_per_lambda": {str(k): round(v, 6) for k, v in self.losses.items()}}

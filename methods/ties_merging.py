@@ -25,8 +25,5 @@ class TiesMerging(FrozenFeatureMethod):
         merge_transformed_(stack_modules(ctx), lambda deltas: ties_merge(deltas, density, scaling))
         self.cache_tag = adapters_tag(ctx.adapters, f"ties:density={density!r},scaling={scaling!r}")
 
-    def trainable_params(self) -> int:
-        return 0
-
     def extras(self) -> dict[str, Any]:
         return {"upstream": [a.name for a in self.ctx.adapters]}

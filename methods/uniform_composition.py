@@ -22,6 +22,3 @@ class UniformComposition(FrozenFeatureMethod):
         super().prepare(ctx)
         merge_uniform_(ctx)
         self.cache_tag = adapters_tag(ctx.adapters, "uniform")
-
-    def trainable_params(self) -> int:
-        return 0

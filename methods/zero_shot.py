@@ -16,8 +16,5 @@ class ZeroShot(FrozenFeatureMethod):
     def fit(self, support: Split) -> None:
         pass
 
-    def trainable_params(self) -> int:
-        return 0
-
     def head_params(self) -> int:
         return 0
