@@ -26,7 +26,7 @@ from pydantic import BaseModel
 import lorabench
 from lorabench.errors import ConfigError, LorabenchError
 from lorabench.results import load_results
-from lorabench.specs import ResultRecord, TaskSpec
+from lorabench.specs import ResultRecord, TaskSpec, k_order
 
 TEMPLATES = Path(__file__).parent / "templates"
 # Fields of a record's config that pick a configuration of a method (besides task/method/backbone,
@@ -115,11 +115,6 @@ class SiteReport(BaseModel):
 
 
 # --- grouping ----------------------------------------------------------------------------------
-
-
-def k_order(k: Any) -> tuple[int, int]:
-    """K ascending, 'all' last."""
-    return (1, 0) if str(k) == "all" else (0, int(k))
 
 
 def pct(x: float | None) -> str:

@@ -32,7 +32,7 @@ from lorabench.executors import Executor, LocalExecutor
 from lorabench.method import METHODS, Method, MethodContext
 from lorabench.results import is_done, write_result
 from lorabench.seeding import derive_seed, seed_everything
-from lorabench.specs import KValue, Preprocessing, ResultRecord, RunConfig, TaskSpec, Timings
+from lorabench.specs import KValue, Preprocessing, ResultRecord, RunConfig, TaskSpec, Timings, k_order
 from lorabench.task_registry import get_task
 from lorabench.upstream import (UpstreamJob, ensure_upstream_adapter, ensure_upstream_adapters, is_complete,
                                 upstream_hparams, upstream_jobs)
@@ -311,9 +311,5 @@ def summarize(records: list[ResultRecord]) -> list[dict[str, Any]]:
         rows.append({"task": task, "method": method, "backbone": backbone, "k": k, "mean": float(vals.mean()),
                      "std": float(vals.std(ddof=0)), "n_seeds": len(vals), "values": vals.tolist(),
                      "trainable_params": recs[0].trainable_params, "head_params": recs[0].head_params})
-    return sorted(rows, key=lambda r: (r["task"], r["method"], _k_order(r["k"])))
-
-
-def _k_order(k: str) -> float:
-    return float("inf") if k == "all" else float(k)
+    return sorted(rows, key=lambda r: (r["task"], r["method"], k_order(r["k"])))
 

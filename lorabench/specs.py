@@ -14,6 +14,11 @@ from typing import Any, Literal, Union
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 KValue = Union[int, Literal["all"]]
+
+
+def k_order(k: KValue | str) -> tuple[int, int]:
+    """Sort key for K values: ascending, "all" last."""
+    return (1, 0) if str(k) == "all" else (0, int(k))
 Setting = Literal["label_shift", "covariate_shift", "task_shift"]
 Modality = Literal["image", "multiple_choice"]
 
