@@ -87,8 +87,30 @@ class Provenance(BaseModel):
     last: str
 
 
+class UpstreamCheck(BaseModel):
+    """One upstream module's own check: its accuracy on held-out data of its task beside a linear probe's."""
+
+    name: str
+    n_train: int | None = None
+    n_heldout: int | None = None
+    heldout_accuracy: float | None = None
+    probe_accuracy: float | None = None
+    steps: int | None = None
+    beats_probe: bool | None = None
+
+
+class StaleRecord(BaseModel):
+    method: str
+    k: str
+    seed: int
+    value: float
+    created_at: str
+    why: str
+
+
 class TaskPage(BaseModel):
     name: str
+    profile: str = "full"
     file: str
     setting: str
     suite: str
@@ -103,6 +125,8 @@ class TaskPage(BaseModel):
     plot: dict[str, Any]
     flags: list[str]
     provenance: Provenance
+    upstream_checks: list[UpstreamCheck] = []
+    stale: list[StaleRecord] = []
 
 
 class SiteReport(BaseModel):
@@ -162,8 +186,8 @@ def _fill_cell(cell: Cell, recs: list[ResultRecord]) -> None:
                               f"the latest ({pct(runs[-1].value)}) is shown")
     cell.missing_seeds = [s for s in cell.expected_seeds if s not in cell.values]
     vals = np.array([v for v in cell.values.values() if math.isfinite(v)])
-    if len(vals):
-        cell.mean, cell.std = float(vals.mean()), float(vals.std(ddof=0))
+    if len(vals):  # the sample standard deviation (n - 1), as the paper reports mean ± std; 0 for one seed
+        cell.mean, cell.std = float(vals.mean()), float(vals.std(ddof=1)) if len(vals) > 1 else 0.0
 
 
 def _row_command(rec: ResultRecord, ks: list[str], seeds: list[int]) -> str:
@@ -395,23 +419,64 @@ def _slug(name: str, taken: set[str]) -> str:
     return slug
 
 
-def task_page(name: str, records: list[ResultRecord], file: str) -> TaskPage:
+def upstream_checks(records: list[ResultRecord]) -> list[UpstreamCheck]:
+    """The upstream modules' own scores, from the latest record that composed them."""
+    with_quality = [r for r in records if r.config.get("upstream_quality")]
+    if not with_quality:
+        return []
+    latest = max(with_quality, key=lambda r: r.created_at)
+    out = []
+    for q in latest.config["upstream_quality"]:
+        check = UpstreamCheck(**{k: q.get(k) for k in UpstreamCheck.model_fields if k in q})
+        h, p = check.heldout_accuracy, check.probe_accuracy
+        if h is not None and p is not None and math.isfinite(h) and math.isfinite(p):
+            check.beats_probe = h > p
+        out.append(check)
+    return out
+
+
+def task_page(name: str, records: list[ResultRecord], file: str, profile: str = "full",
+              stale: list[tuple[ResultRecord, str]] = ()) -> TaskPage:
     spec = _task_spec(name)
     seen_ks = {str(r.k) for r in records}
     ks = sorted(seen_ks | ({str(k) for k in spec.k_grid} if spec else set()), key=k_order)
     seeds = list(spec.seeds) if spec else sorted({r.seed for r in records})
     rows, flags = build_rows(records, ks, seeds)
+    if profile != "full":  # never ranked: a smoke number is a test of the pipeline, not a benchmark result
+        for r in rows:
+            for c in r.cells.values():
+                c.best = False
+        flags.insert(0, f"These are {profile}-profile records: a small version of the protocol for tests and CI. "
+                        "They are not benchmark results and are never ranked or averaged with full-profile ones.")
     best = {k: [r for r in rows if r.cells[k].best] for k in ks}
+    checks = upstream_checks(records)
+    weak = [c.name for c in checks if c.beats_probe is False]
+    if weak:
+        flags.append(f"Upstream module(s) {', '.join(weak)} do not beat a linear probe on their own held-out data "
+                     "(see the upstream table): they may have learned little their task needs.")
+    stale_rows = [StaleRecord(method=r.method, k=str(r.k), seed=r.seed, value=r.value, created_at=r.created_at, why=why)
+                  for r, why in sorted(stale, key=lambda rw: (rw[0].method, k_order(rw[0].k), rw[0].seed))]
+    if stale_rows:
+        flags.append(f"{len(stale_rows)} stale record(s) (their inputs changed since they were run) are left out of "
+                     "the table and listed below; re-run those cells for current results.")
     incomplete = sum(1 for r in rows for c in r.cells.values() if c.values and c.missing_seeds)
     if incomplete:
         flags.append(f"{incomplete} cell(s) have fewer seeds than the task's {len(seeds)} ({', '.join(map(str, seeds))}).")
     latest = max(records, key=lambda r: r.created_at)
     return TaskPage(
-        name=name, file=file, setting=latest.setting, suite=latest.suite,
+        name=name, profile=profile, upstream_checks=checks, stale=stale_rows, file=file, setting=latest.setting, suite=latest.suite,
         backbones=sorted({r.backbone for r in records}), metric=latest.metric, registered=spec is not None,
         spec=spec.model_dump(mode="json") if spec else None, ks=ks, seeds=seeds, rows=rows, best=best,
         plot=accuracy_plot(rows, ks), flags=flags, provenance=provenance(records),
     )
+
+
+def _stale_only_page(name: str, profile: str, stale: list[tuple[ResultRecord, str]], file: str) -> TaskPage:
+    """A task whose every record is stale: an empty table, the stale list, and a flag saying so."""
+    page = task_page(name, [r for r, _ in stale], file, profile, stale)
+    page.rows, page.best = [], {k: [] for k in page.ks}
+    page.plot = accuracy_plot([], page.ks)
+    return page
 
 
 def environment() -> jinja2.Environment:
@@ -434,11 +499,22 @@ def build_site(results_dir: str | Path, out_dir: str | Path) -> SiteReport:
         extra = f"; {len(bad)} JSON file(s) there did not validate as result records" if bad else ""
         raise ConfigError(f"No result records under {results_dir}{extra}. Run `lorabench run ... --results-dir "
                           f"{results_dir}` first.")
-    by_task: dict[str, list[ResultRecord]] = defaultdict(list)
+    from lorabench.identity import staleness
+
+    by_task: dict[tuple[str, str], list[ResultRecord]] = defaultdict(list)
+    stale: dict[tuple[str, str], list[tuple[ResultRecord, str]]] = defaultdict(list)
     for r in records:
-        by_task[r.task].append(r)
+        why = staleness(r)
+        (stale[(r.task, r.profile)].append((r, why)) if why else by_task[(r.task, r.profile)].append(r))
+    for key in stale:
+        by_task.setdefault(key, [])
     taken: set[str] = {"index"}
-    pages = [task_page(t, recs, f"task-{_slug(t, taken)}.html") for t, recs in sorted(by_task.items())]
+    pages = []
+    for (t, profile), recs in sorted(by_task.items(), key=lambda kv: (kv[0][1] != "full", kv[0])):
+        slug = _slug(t if profile == "full" else f"{t}-{profile}", taken)
+        file = f"task-{slug}.html"
+        pages.append(task_page(t, recs, file, profile, stale[(t, profile)]) if recs else
+                     _stale_only_page(t, profile, stale[(t, profile)], file))
     env = environment()
     meta = {"generated": datetime.now(timezone.utc).isoformat(timespec="seconds"), "version": lorabench.__version__,
             "results_dir": str(results_dir), "bad_files": [str(p) for p in bad]}

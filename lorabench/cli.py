@@ -91,6 +91,7 @@ def run(
     hp: list[str] = typer.Option([], "--hp", help="Hyperparameter override key=value (repeatable)."),
     upstream: list[Path] = typer.Option([], "--upstream", help="PEFT LoRA folder(s) to compose instead of training upstream adapters."),
     tune: bool = typer.Option(False, "--tune", help="Pick hyperparameters from the method's grid on a validation draw."),
+    profile: str = typer.Option("full", "--profile", help="full: the benchmark protocol (default, the only one ranked); smoke: a tiny version for tests and CI."),
     executor: ExecutorKind = typer.Option(ExecutorKind.local, "--executor", help="local: in this process; ray: one Ray task per cell (pip install 'lorabench[ray]')."),
     cpus_per_run: float = typer.Option(1.0, "--cpus-per-run", help="Ray: CPUs reserved per cell and per upstream adapter."),
     gpus_per_run: float = typer.Option(0.0, "--gpus-per-run", help="Ray: GPUs reserved per cell (fractions share a GPU)."),
@@ -111,7 +112,7 @@ def run(
             raise ConfigError(f"--upstream {d}: no such folder (expected a PEFT adapter folder).")
     cells = expand_grid(
         _split_names(method), _split_names(task), _parse_k(k), _parse_ints(seeds, "--seeds"), backbone,
-        hparams=_parse_hparams(hp), upstream_dirs=[str(p.resolve()) for p in upstream], tune=tune,
+        hparams=_parse_hparams(hp), upstream_dirs=[str(p.resolve()) for p in upstream], tune=tune, profile=profile,
         device=device.value, data_dir=str(data_dir) if data_dir else None, results_dir=str(results_dir),
         cache_dir=str(cache_dir) if cache_dir else None,
     )
@@ -151,7 +152,8 @@ def run(
             runner.close()
     records = [r for r in (read_result(c.result_path()) for c in cells) if r is not None]
     table = _table("task", "method", "backbone", "K", "accuracy", "seeds", "trainable (head)",
-                   title=f"accuracy (mean ± std over seeds) — results in {results_dir}")
+                   title=f"accuracy (mean ± sample std over seeds, {profile} profile"
+                         f"{': NOT benchmark results' if profile != 'full' else ''}) — results in {results_dir}")
     for row in summarize(records):
         table.add_row(row["task"], row["method"], row["backbone"], row["k"],
                       f"{100 * row['mean']:.2f} ± {100 * row['std']:.2f}", str(row["n_seeds"]),

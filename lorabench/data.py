@@ -17,8 +17,10 @@ import numpy as np
 import torch
 
 from lorabench.errors import ConfigError, DataNotFoundError
+from lorabench.hashing import digest_bytes
 from lorabench.seeding import derive_seed
 from lorabench.specs import DatasetRef, KValue
+from lorabench.views import resize
 
 DATA_ENV = "LORABENCH_DATA"
 
@@ -127,8 +129,14 @@ def _qa_from_quail(ex: dict) -> dict:
             "choices": list(ex["answers"]), "label": int(ex["correct_answer_id"])}
 
 
+def _qa_from_openbookqa(ex: dict) -> dict:
+    """allenai/openbookqa: like ARC, with the question in `question_stem`."""
+    return _qa_from_answer_key({**ex, "question": ex["question_stem"]})
+
+
 HUB_FORMATS = {
     "ai2_arc": _qa_from_answer_key,
+    "openbookqa": _qa_from_openbookqa,
     "commonsense_qa": _qa_from_answer_key,
     "sciq": _qa_from_sciq,
     "quail": _qa_from_quail,
@@ -250,9 +258,8 @@ class Split:
 
     def subset(self, indices) -> "Split":
         idx = torch.as_tensor(np.asarray(indices, dtype=np.int64))
-        digest = derive_seed(*idx.tolist()) if len(idx) else 0
         return Split(
-            key=f"{self.key}[{len(idx)}:{digest:x}]",
+            key=f"{self.key}[{len(idx)}:{digest_bytes(idx.numpy().tobytes())}]",
             inputs={k: v[idx] for k, v in self.inputs.items()},
             labels=self.labels[idx],
             num_classes=self.num_classes,
@@ -261,7 +268,11 @@ class Split:
         )
 
     def batch(self, indices: torch.Tensor) -> dict[str, torch.Tensor]:
-        return {k: v[indices] for k, v in self.inputs.items()}
+        """The inputs of `indices`; images resized (only) to the task's input size, as float 0..255."""
+        out = {k: v[indices] for k, v in self.inputs.items()}
+        if "pixels" in out and "image_size" in self.meta:
+            out["pixels"] = resize(out["pixels"], self.meta["image_size"])
+        return out
 
 
 def sample_support(labels: np.ndarray, k: KValue, seed: int, per_class: bool = True) -> np.ndarray:

@@ -42,3 +42,7 @@ class BackboneUnavailableError(LorabenchError):
 
 class ConfigError(LorabenchError):
     """A run option that is out of range or inconsistent with the task."""
+
+
+class TrainingError(LorabenchError):
+    """Training that produced a non-finite loss or weights: the cell fails and writes no record."""

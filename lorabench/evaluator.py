@@ -34,8 +34,8 @@ from lorabench.results import is_done, write_result
 from lorabench.seeding import derive_seed, seed_everything
 from lorabench.specs import KValue, Preprocessing, ResultRecord, RunConfig, TaskSpec, Timings, k_order
 from lorabench.task_registry import get_task
-from lorabench.upstream import (UpstreamJob, ensure_upstream_adapter, ensure_upstream_adapters, is_complete,
-                                upstream_hparams, upstream_jobs)
+from lorabench.identity import PROTOCOL_VERSION, identify
+from lorabench.upstream import UpstreamJob, ensure_upstream_adapter, ensure_upstream_adapters, is_complete, upstream_jobs
 
 _ENCODED: dict[str, Split] = {}
 
@@ -81,6 +81,8 @@ def reproduce_command(cfg: RunConfig) -> str:
     parts += [f"--upstream {d}" for d in cfg.upstream_dirs]
     if cfg.tune:
         parts.append("--tune")
+    if cfg.profile != "full":
+        parts.append(f"--profile {cfg.profile}")
     return " ".join(parts)
 
 
@@ -106,10 +108,12 @@ def run_cell(cfg: RunConfig, on_event: Callable[..., None] | None = None) -> Res
     t_start = time.perf_counter()
     if cfg.device.startswith("cuda") and torch.cuda.is_available():
         torch.cuda.reset_peak_memory_stats()
-    task = get_task(cfg.task)
+    if not cfg.digest:
+        cfg = identify(cfg)
+    task = get_task(cfg.task, cfg.profile)
     method_cls = METHODS.get(cfg.method)
     modality = require_fit(task, cfg.method)
-    hparams = method_cls.resolve_hparams({**task.hparams.get(cfg.method, {}), **cfg.hparams}, task.hparams.get("*"))
+    hparams = method_cls.resolve_hparams(cfg.hparams, task)
     # Data before weights: a missing dataset is the cheaper and likelier error to report.
     train_ex = load_examples(task.downstream.train, cfg.data_dir)
     test_ex = load_examples(task.downstream.test, cfg.data_dir)
@@ -129,13 +133,14 @@ def run_cell(cfg: RunConfig, on_event: Callable[..., None] | None = None) -> Res
             task, cfg.backbone, cfg.data_dir, cfg.cache_dir, cfg.device,
             on_train=(lambda name: on_event("upstream", cfg, name)) if on_event else None)
     upstream_s = time.perf_counter() - t0
-    up_hp = upstream_hparams(task)
+    up_rec = task.upstream_training
     init_seed = derive_seed(task.name, cfg.k, cfg.seed, "init")
+    view_seed = derive_seed(task.name, cfg.k, cfg.seed, "views")
 
     def ctx_factory() -> MethodContext:
         return MethodContext(backbone=create_backbone(cfg.backbone, cfg.device), num_classes=support.num_classes
-                             if len(support) else test.num_classes, seed=init_seed, adapters=adapters,
-                             lora_rank=up_hp["rank"], lora_alpha=up_hp["alpha"], task_name=task.name)
+                             if len(support) else test.num_classes, seed=init_seed, view_seed=view_seed,
+                             adapters=adapters, lora_rank=up_rec.rank, lora_alpha=up_rec.alpha, task_name=task.name)
 
     extras: dict[str, Any] = {}
     if cfg.tune and method_cls.tune_grid and len(support):
@@ -144,20 +149,33 @@ def run_cell(cfg: RunConfig, on_event: Callable[..., None] | None = None) -> Res
     seed_everything(task.name, cfg.k, cfg.seed, "global")
     method, acc, t = _evaluate(method_cls, hparams, ctx_factory, support, test)
     extras.update(method.extras())
+    if method.log:
+        extras["training"] = method.log
     timings = Timings(upstream_s=upstream_s, total_s=time.perf_counter() - t_start, **t)
     return ResultRecord(
         cell_id=cfg.cell_id(), config_hash=cfg.config_hash(), task=task.name, suite=task.suite, setting=task.setting,
-        method=cfg.method, backbone=cfg.backbone, k=cfg.k, seed=cfg.seed, metric=task.metric, value=acc,
+        method=cfg.method, backbone=cfg.backbone, k=cfg.k, seed=cfg.seed, profile=task.profile, metric=task.metric,
+        value=acc,
         n_support=len(support), n_test=len(test), trainable_params=method.trainable_params(),
         head_params=method.head_params(), timings=timings, peak_memory_mb=round(_peak_memory_mb(cfg.device), 1),
         device=cfg.device if cfg.device != "cuda" else f"cuda:{torch.cuda.get_device_name()}",
         versions=versions(), git_commit=git_commit(), lorabench_version=lorabench.__version__,
         created_at=datetime.now(timezone.utc).isoformat(timespec="seconds"), command=reproduce_command(cfg),
-        config={**cfg.model_dump(), "resolved_hparams": hparams, "upstream_hparams": up_hp if adapters else None,
+        config={**cfg.model_dump(), "protocol_version": PROTOCOL_VERSION, "recipe": task.recipe.model_dump(mode="json"),
+                "preprocessing": task.preprocessing.model_dump(mode="json"), "resolved_hparams": hparams,
+                "upstream_training": up_rec.model_dump(mode="json") if adapters else None,
                 "data_source": sorted({train_ex.source, test_ex.source}),
-                "upstream": [a.source for a in adapters]},
+                "upstream": [a.source for a in adapters], "upstream_quality": [_quality(a) for a in adapters]},
         tags=dict(task.tags), extras=extras,
     )
+
+
+def _quality(adapter) -> dict[str, Any]:
+    """An upstream module's own check, from its metadata: held-out accuracy beside its linear probe's."""
+    m = adapter.meta
+    return {"name": adapter.name, "heldout_accuracy": m.get("heldout_accuracy"), "probe_accuracy": m.get("probe_accuracy"),
+            "n_train": m.get("n_train"), "n_heldout": m.get("n_heldout"),
+            "steps": (m.get("train_log") or {}).get("steps"), "final_loss": (m.get("train_log") or {}).get("final_loss")}
 
 
 def _tune(method_cls, hparams, ctx_factory, support, train_ex, support_idx, cfg, task, backbone):
@@ -206,15 +224,23 @@ def expand_grid(methods: list[str], tasks: list[str], ks: list[KValue] | None, s
                 backbone: str | None, **common: Any) -> list[RunConfig]:
     """Every (task, method, K, seed) cell; fails before any work on a bad name or a method that does not
     apply to a task's modality (rather than failing each of its cells)."""
+    def unique(xs):  # a name or value given twice is run once
+        return list(dict.fromkeys(xs)) if xs is not None else None
+
+    methods, tasks, ks, seeds = unique(methods), unique(tasks), unique(ks), unique(seeds)
+    profile = common.get("profile", "full")
     cells = []
     for task_name in tasks:
-        task = get_task(task_name)
+        task = get_task(task_name, profile)
         for method in methods:
             require_fit(task, method)
+            if common.get("upstream_dirs") and not METHODS.get(method).needs_upstream:
+                raise ConfigError(f"--upstream was given, but method {method!r} does not use upstream modules; "
+                                  f"methods that do: {', '.join(n for n in METHODS.names() if METHODS.get(n).needs_upstream)}.")
             for k in (ks or task.k_grid):
                 for seed in (seeds if seeds is not None else task.seeds):
-                    cells.append(RunConfig(task=task_name, method=method, backbone=backbone or task.backbone,
-                                           k=k, seed=seed, **common))
+                    cells.append(identify(RunConfig(task=task_name, method=method, backbone=backbone or task.backbone,
+                                                    k=k, seed=seed, **common)))
     return cells
 
 
@@ -236,7 +262,7 @@ def needed_upstream_jobs(cells: list[RunConfig]) -> dict[str, tuple[UpstreamJob,
     for cfg in cells:
         if cfg.upstream_dirs or not METHODS.get(cfg.method).needs_upstream:
             continue
-        for job in upstream_jobs(get_task(cfg.task), cfg.backbone, cfg.data_dir, cfg.cache_dir, cfg.device):
+        for job in upstream_jobs(get_task(cfg.task, cfg.profile), cfg.backbone, cfg.data_dir, cfg.cache_dir, cfg.device):
             if not is_complete(Path(job.path)):
                 jobs.setdefault(job.path, (job, []))[1].append(cfg)
     return jobs
@@ -301,15 +327,16 @@ def run_grid(cells: list[RunConfig], on_event: Callable[..., None] | None = None
 
 
 def summarize(records: list[ResultRecord]) -> list[dict[str, Any]]:
-    """Mean ± std over seeds per (task, method, backbone, K), with the per-seed values kept."""
+    """Mean ± sample std (n − 1) over seeds per (task, profile, method, backbone, K), per-seed values kept."""
     groups: dict[tuple, list[ResultRecord]] = {}
     for r in records:
-        groups.setdefault((r.task, r.method, r.backbone, str(r.k)), []).append(r)
+        groups.setdefault((r.task, r.profile, r.method, r.backbone, str(r.k)), []).append(r)
     rows = []
-    for (task, method, backbone, k), recs in groups.items():
+    for (task, profile, method, backbone, k), recs in groups.items():
         vals = np.array([r.value for r in recs])
-        rows.append({"task": task, "method": method, "backbone": backbone, "k": k, "mean": float(vals.mean()),
-                     "std": float(vals.std(ddof=0)), "n_seeds": len(vals), "values": vals.tolist(),
+        rows.append({"task": task, "profile": profile, "method": method, "backbone": backbone, "k": k,
+                     "mean": float(vals.mean()), "std": float(vals.std(ddof=1)) if len(vals) > 1 else 0.0,
+                     "n_seeds": len(vals), "values": vals.tolist(),
                      "trainable_params": recs[0].trainable_params, "head_params": recs[0].head_params})
     return sorted(rows, key=lambda r: (r["task"], r["method"], k_order(r["k"])))
 

@@ -21,16 +21,14 @@ from lorabench.data import Split
 from lorabench.errors import ConfigError
 from lorabench.registry import Registry
 from lorabench.seeding import generator
-from lorabench.training import count_params, extract_features, predict, train_end_to_end, train_head
+from lorabench.specs import Recipe, TaskSpec
+from lorabench.training import (count_params, extract_features, predict, support_bank, train_end_to_end,
+                                train_head)
 
 METHODS: Registry[type["Method"]] = Registry("method", entry_point_group="lorabench.methods")
 
-# Shared defaults; a method overrides what it needs in `defaults`.
-BASE_DEFAULTS: dict[str, Any] = {
-    "batch_size": 32, "weight_decay": 1e-4,
-    "head_lr": 1e-2, "head_epochs": 100,  # linear head on frozen features
-    "lr": 1e-3, "epochs": 30, "max_steps": 300,  # end-to-end training
-}
+# The shared recipe's fields are hyperparameters of every method (the task's `recipe:` sets them for all).
+RECIPE_KEYS = tuple(Recipe.model_fields)
 
 
 @dataclass
@@ -50,6 +48,7 @@ class MethodContext:
     backbone: Backbone  # a fresh copy: the method may change its weights
     num_classes: int
     seed: int
+    view_seed: int = 0  # the cell's augmented views of the support set (the same for every method)
     adapters: list[LoraAdapter] = field(default_factory=list)
     lora_rank: int = 16
     lora_alpha: float = 16.0
@@ -65,8 +64,9 @@ class Method:
     - `name` (the registry key), `description` (one line for `lorabench list methods`);
     - `needs_upstream`: True to receive the upstream adapters in `ctx.adapters`;
     - `modalities`: "image" and/or "text" (multiple-choice QA) tasks the method applies to;
-    - `defaults`: its hyperparameters beyond `BASE_DEFAULTS` (users override them with `--hp k=v`; an
-      unknown key is an error); `tune_grid`: the values `--tune` tries on a validation draw;
+    - `defaults`: its hyperparameters beyond the task's shared recipe (`lorabench.specs.Recipe`, whose fields
+      every method takes); users override them with `--hp k=v` (an unknown key is an error);
+      `tune_grid`: the values `--tune` tries on a validation draw;
     - `prepare(ctx)`: keep the context, build the head (call `super().prepare(ctx)`), change the backbone;
     - `fit(support)`: train on the K-shot support `Split` (it may be empty: K = 0);
     - `predict(split)`: a [len(split)] tensor of predicted class / choice indices;
@@ -92,16 +92,29 @@ class Method:
                               f"it takes: {', '.join(sorted(known))}.")
         self.hp: dict[str, Any] = {**known, **hparams}
         self.head: nn.Module | None = None
+        self.log: dict[str, Any] = {}
+
+    def __init_subclass__(cls, **kw: Any) -> None:
+        super().__init_subclass__(**kw)
+        shared = sorted(set(cls.defaults) & set(RECIPE_KEYS))
+        if shared:  # the recipe is the task's, shared by every method: a method default cannot change it
+            raise TypeError(f"Method {cls.__name__}: defaults {shared} are fields of the shared recipe "
+                            "(lorabench.specs.Recipe); set them per task in its YAML `recipe:` instead.")
 
     @classmethod
     def known_hparams(cls) -> dict[str, Any]:
-        return {**BASE_DEFAULTS, **cls.defaults}
+        return {**Recipe().model_dump(mode="json"), **cls.defaults}
 
     @classmethod
-    def resolve_hparams(cls, overrides: dict[str, Any], shared: dict[str, Any] | None = None) -> dict[str, Any]:
-        """Defaults < `shared` (task-wide, only keys this method takes) < `overrides` (checked strictly)."""
+    def resolve_hparams(cls, overrides: dict[str, Any] | None = None, task: TaskSpec | None = None) -> dict[str, Any]:
+        """Method defaults < the task's recipe (shared by all methods) < the task's `hparams` for '*' (keys this
+        method takes) and for this method < `overrides` (--hp; unknown keys are an error in __init__)."""
         known = cls.known_hparams()
-        return {**known, **{k: v for k, v in (shared or {}).items() if k in known}, **overrides}
+        if task is None:
+            return {**known, **(overrides or {})}
+        shared = {k: v for k, v in task.hparams.get("*", {}).items() if k in known}
+        return {**known, **task.recipe.model_dump(mode="json"), **shared, **task.hparams.get(cls.name, {}),
+                **(overrides or {})}
 
     # -- hooks ----------------------------------------------------------------------------------
     def prepare(self, ctx: MethodContext) -> None:
@@ -129,19 +142,18 @@ class Method:
 
 
 class FrozenFeatureMethod(Method):
-    """Backbone weights fixed after `prepare`: features are computed once and cached, then only the
-    head trains. `cache_tag` names the weights (so merged backbones do not share a cache entry)."""
-
-    cache_tag: str = "pristine"
+    """Backbone weights fixed after `prepare`: only the head trains, for the recipe's `head_epochs` on
+    frozen features of the support set's augmented views. Features are cached under a digest of the
+    weights actually in the backbone, so merged backbones never share a cache entry by mistake."""
 
     def fit(self, support: Split) -> None:
         if len(support) == 0:
             return
-        feats = extract_features(self.ctx.backbone, support, self.cache_tag)
-        self.final_loss = train_head(self.head, feats, support, self.hp, self.gen)
+        bank = support_bank(self.ctx.backbone, support, self.hp, self.ctx.view_seed)
+        self.log["head_loss"] = train_head(self.head, bank, support, self.hp, self.gen)
 
     def predict(self, split: Split) -> torch.Tensor:
-        feats = extract_features(self.ctx.backbone, split, self.cache_tag)
+        feats = extract_features(self.ctx.backbone, split)
         return predict(self.ctx.backbone, self.head, split, feats)
 
     def trainable_params(self) -> int:
@@ -150,7 +162,14 @@ class FrozenFeatureMethod(Method):
 
 
 class EndToEndMethod(Method):
-    """Trains backbone parameters (returned by `backbone_params`) and the head through the backbone."""
+    """Trains backbone parameters (returned by `backbone_params`) and the head through the backbone, after the
+    shared head warm-up: the head first trains on frozen features of the backbone as `prepare` left it (bare
+    for lora/full_finetune, the uniform composition for learned_composition), exactly as a frozen-feature
+    method's head does, then the recipe's `end_to_end_steps` train both."""
+
+    @classmethod
+    def known_hparams(cls) -> dict[str, Any]:
+        return {**Recipe().model_dump(mode="json"), "lr": 1e-3, **cls.defaults}
 
     def backbone_params(self) -> list[nn.Parameter]:
         raise NotImplementedError
@@ -162,7 +181,10 @@ class EndToEndMethod(Method):
     def fit(self, support: Split) -> None:
         if len(support) == 0:
             return
-        self.final_loss = train_end_to_end(self.ctx.backbone, self.head, self.param_groups(), support, self.hp, self.gen)
+        bank = support_bank(self.ctx.backbone, support, self.hp, self.ctx.view_seed)
+        self.log["head_loss"] = train_head(self.head, bank, support, self.hp, self.gen)
+        self.log.update(train_end_to_end(self.ctx.backbone, self.head, self.param_groups(), support, self.hp,
+                                         self.gen))
 
     def predict(self, split: Split) -> torch.Tensor:
         return predict(self.ctx.backbone, self.head, split)

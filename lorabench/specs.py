@@ -76,6 +76,82 @@ class Preprocessing(_Strict):
     max_length: int | None = Field(None, gt=0)
 
 
+class Recipe(_Strict):
+    """The few-shot training recipe, shared by every method of a task (written in the task YAML, defaults here).
+
+    Every method that trains a head first trains it on frozen features for `head_epochs` passes over the
+    support set (the paper's 50-epoch warm-up); frozen-feature methods stop there, end-to-end methods then
+    train their parameters and the head for `steps(n_support)` AdamW steps with cosine decay. Image methods
+    see random-resized-crop + flip views of the support set (frozen-feature methods: `feature_views` fixed
+    views per example, one per epoch in turn); test images are only resized.
+    """
+
+    batch_size: int = Field(32, gt=0)
+    optimizer: Literal["adamw"] = "adamw"
+    schedule: Literal["cosine", "constant"] = "cosine"
+    weight_decay: float = Field(1e-4, ge=0)
+    head_lr: float = Field(1e-2, gt=0)
+    head_epochs: int = Field(50, ge=0, description="head warm-up: passes over the support set, frozen features")
+    epochs: int = Field(50, ge=0, description="end-to-end: passes over the support set (the budget grows with K)")
+    min_steps: int = Field(50, ge=0, description="end-to-end: at least this many steps (K = 1 has one batch)")
+    max_steps: int = Field(1000, gt=0, description="end-to-end: at most this many steps (K = all)")
+    augment: bool = Field(True, description="image tasks: random-resized crop + horizontal flip on the support set")
+    crop_scale: tuple[float, float] = Field((0.25, 1.0), description="area fraction range of the random crop")
+    hflip: bool = True
+    feature_views: int = Field(10, gt=0, description="frozen-feature methods: augmented views per support example")
+
+    def steps(self, n_support: int) -> int:
+        """End-to-end steps for a support set of n examples: `epochs` passes, within [min_steps, max_steps]."""
+        per_epoch = -(-n_support // self.batch_size)
+        return max(self.min_steps, min(self.max_steps, self.epochs * per_epoch)) if n_support else 0
+
+    @field_validator("crop_scale")
+    @classmethod
+    def _scale_range(cls, v: tuple[float, float]) -> tuple[float, float]:
+        if not 0 < v[0] <= v[1] <= 1:
+            raise ValueError(f"crop_scale must satisfy 0 < low <= high <= 1, got {list(v)}")
+        return v
+
+
+class UpstreamRecipe(_Strict):
+    """How each upstream LoRA is trained (once per adapter-store key) and checked.
+
+    A stratified `holdout_fraction` of each upstream pool never trains: the adapter's accuracy on it is
+    stored beside a linear probe's (frozen backbone, head trained on the same training part), so a module
+    that learned nothing its probe could not shows up before anyone composes it."""
+
+    rank: int = Field(16, gt=0)
+    alpha: float = Field(16.0, gt=0)
+    lr: float = Field(1e-3, gt=0)
+    head_lr: float = Field(1e-2, gt=0)
+    batch_size: int = Field(32, gt=0)
+    weight_decay: float = Field(1e-4, ge=0)
+    schedule: Literal["cosine", "constant"] = "cosine"
+    epochs: int = Field(3, gt=0, description="passes over the upstream training part")
+    max_steps: int | None = Field(None, gt=0, description="optional cap on the steps (None: epochs decide)")
+    augment: bool = True
+    crop_scale: tuple[float, float] = (0.25, 1.0)
+    hflip: bool = True
+    holdout_fraction: float = Field(0.1, ge=0, lt=1, description="held out of training, for the quality check")
+    probe_epochs: int = Field(30, ge=0, description="linear probe on frozen features (0: no probe)")
+    seed: int = 0
+
+    def steps(self, n_train: int) -> int:
+        total = self.epochs * -(-n_train // self.batch_size)
+        return min(total, self.max_steps) if self.max_steps else total
+
+
+class ProfileOverrides(_Strict):
+    """What a profile changes in a task (the smoke profile's rule is `lorabench.profiles.SMOKE`)."""
+
+    preprocessing: Preprocessing | None = None
+    recipe: dict[str, Any] = Field(default_factory=dict)
+    upstream_training: dict[str, Any] = Field(default_factory=dict)
+    max_upstream_examples: int | None = Field(None, gt=0, description="seeded stratified cap per upstream pool")
+    max_test_examples: int | None = Field(None, gt=0, description="seeded stratified cap on the test split")
+    k_grid: list[KValue] | None = None
+
+
 class TaskMetadata(_Strict):
     """MTEB-style declarative metadata: what a reader needs to trust and cite a score."""
 
@@ -97,8 +173,13 @@ class TaskSpec(_Strict):
     seeds: list[int] = Field(default_factory=lambda: [0, 1, 2], min_length=1)
     metric: Literal["accuracy"] = "accuracy"
     preprocessing: Preprocessing = Preprocessing()
+    recipe: Recipe = Recipe()
+    upstream_training: UpstreamRecipe = UpstreamRecipe()
+    profile: str = Field("full", description="set by lorabench.profiles.resolve, never in a task file")
+    profiles: dict[str, ProfileOverrides] = Field(
+        default_factory=dict, description="per-profile changes on top of the profile's rule (e.g. smoke)")
     hparams: dict[str, dict[str, Any]] = Field(
-        default_factory=dict, description="per-method hyperparameter overrides ('*' = all methods)"
+        default_factory=dict, description="per-method hyperparameter overrides ('*' = every method that takes the key)"
     )
     tags: dict[str, Any] = Field(default_factory=dict, description="sweep variables, e.g. n_upstream")
     metadata: TaskMetadata = TaskMetadata()
@@ -110,6 +191,14 @@ class TaskSpec(_Strict):
             if k != "all" and k < 0:
                 raise ValueError(f"K must be >= 0 or 'all', got {k}")
         return ks
+
+    @field_validator("hparams")
+    @classmethod
+    def _no_upstream_hparams(cls, hp: dict[str, dict[str, Any]]) -> dict[str, dict[str, Any]]:
+        if "upstream" in hp:
+            raise ValueError("upstream training settings moved to the `upstream_training:` block "
+                             f"(fields: {', '.join(UpstreamRecipe.model_fields)})")
+        return hp
 
     @model_validator(mode="after")
     def _unique_upstream(self) -> "TaskSpec":
@@ -130,6 +219,8 @@ class RunConfig(_Strict):
     hparams: dict[str, Any] = Field(default_factory=dict)
     upstream_dirs: list[str] = Field(default_factory=list)
     tune: bool = False
+    profile: str = "full"
+    digest: str = Field("", description="identity of the result: lorabench.identity.cell_digest")
     # Where things are; these do not change the score and are left out of the config hash.
     device: str = "cpu"
     data_dir: str | None = None
@@ -137,11 +228,15 @@ class RunConfig(_Strict):
     cache_dir: str | None = None
 
     def score_fields(self) -> dict[str, Any]:
-        return self.model_dump(exclude={"device", "data_dir", "results_dir", "cache_dir"})
+        return self.model_dump(exclude={"device", "data_dir", "results_dir", "cache_dir", "digest"})
 
     def config_hash(self) -> str:
+        """The result's identity (set by `lorabench.identity.identify` from everything that decides the
+        value); a config that was never identified falls back to a hash of its own fields."""
+        if self.digest:
+            return self.digest
         blob = json.dumps(self.score_fields(), sort_keys=True, default=str)
-        return hashlib.sha256(blob.encode()).hexdigest()[:10]
+        return hashlib.sha256(blob.encode()).hexdigest()[:16]
 
     def cell_id(self) -> str:
         return f"{self.task}/{self.method}/{self.backbone}/k={self.k}/seed={self.seed}"
@@ -164,7 +259,7 @@ class ResultRecord(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    schema_version: int = 1
+    schema_version: int = 2
     cell_id: str
     config_hash: str
     task: str
@@ -174,6 +269,7 @@ class ResultRecord(BaseModel):
     backbone: str
     k: KValue
     seed: int
+    profile: str = "full"
     metric: str
     value: float
     n_support: int

@@ -59,8 +59,17 @@ def all_tasks() -> dict[str, TaskSpec]:
     return _all_tasks(tuple(task_dirs()))
 
 
-def get_task(name: str) -> TaskSpec:
+def get_task(name: str, profile: str = "full") -> TaskSpec:
+    """The task as run under `profile` (`lorabench.profiles`): full by default."""
     tasks = all_tasks()
     if name not in tasks:
         raise UnknownNameError("task", name, tasks)
-    return tasks[name]
+    key = (name, profile, id(tasks[name]))
+    if key not in _RESOLVED:
+        from lorabench.profiles import resolve
+
+        _RESOLVED[key] = resolve(tasks[name], profile)
+    return _RESOLVED[key]
+
+
+_RESOLVED: dict[tuple[str, str, int], TaskSpec] = {}

@@ -1,13 +1,16 @@
-"""Plain training and inference loops shared by the methods.
+"""The shared training recipe: head warm-up on frozen features, end-to-end AdamW + cosine, image views.
 
-Frozen features are cached per (backbone, weights tag, split) for the whole process, so a linear
-probe over a grid of K and seeds runs the backbone once per split instead of once per epoch.
+Every method of a (task, K, seed) cell goes through these functions with the same recipe and the same
+generator, so it sees the same batch stream (indices and augmentations) and the same head init.
+Frozen features are cached for the process under a digest of the weights actually in the backbone (and
+of the split and the views), so a grid over K and seeds runs the backbone once per distinct input.
 """
 
 from __future__ import annotations
 
 import math
 from collections.abc import Iterable
+from typing import Any
 
 import torch
 import torch.nn as nn
@@ -15,8 +18,12 @@ import torch.nn.functional as F
 
 from lorabench.backbones import Backbone
 from lorabench.data import Split
+from lorabench.errors import TrainingError
+from lorabench.hashing import digest_json, digest_module
+from lorabench.seeding import generator
+from lorabench.views import random_views
 
-_FEATURES: dict[tuple[str, str, str], torch.Tensor] = {}
+_FEATURES: dict[str, torch.Tensor] = {}
 
 
 def minibatches(n: int, batch_size: int, gen: torch.Generator) -> Iterable[torch.Tensor]:
@@ -25,17 +32,46 @@ def minibatches(n: int, batch_size: int, gen: torch.Generator) -> Iterable[torch
         yield order[i:i + batch_size]
 
 
+def augments(split: Split, hp: dict[str, Any]) -> bool:
+    """Random views apply to image splits when the recipe asks for them."""
+    return "pixels" in split.inputs and bool(hp.get("augment", False))
+
+
+def train_batch(split: Split, idx: torch.Tensor, hp: dict[str, Any], gen: torch.Generator) -> dict[str, torch.Tensor]:
+    """A training batch: random-resized-crop + flip views of images (recipe), else the plain inputs."""
+    if not augments(split, hp):
+        return split.batch(idx)
+    batch = {k: v[idx] for k, v in split.inputs.items()}
+    size = split.meta.get("image_size", batch["pixels"].shape[-1])
+    batch["pixels"] = random_views(batch["pixels"], size, gen, tuple(hp["crop_scale"]), hp["hflip"])
+    return batch
+
+
 @torch.no_grad()
-def extract_features(backbone: Backbone, split: Split, cache_tag: str | None = None, batch_size: int = 64) -> torch.Tensor:
-    """Features of every example (CPU tensor). `cache_tag` names the weights; None disables caching."""
-    key = (backbone.name, cache_tag or "", split.key)
-    if cache_tag is not None and key in _FEATURES:
-        return _FEATURES[key]
+def extract_features(backbone: Backbone, split: Split, cache: bool | str | None = True, batch_size: int = 64,
+                     views: int = 0, view_seed: int = 0, hp: dict[str, Any] | None = None) -> torch.Tensor:
+    """Features of every example (CPU tensor): [n, d] of the resized images, or with `views` = V > 0,
+    [V, n, d] of V random views per example (view v of the whole split is drawn from (view_seed, v), so
+    the views do not depend on who asks). Cached under a digest of the backbone's weights; a falsy
+    `cache` disables caching (e.g. a weight search that tries many merges once each)."""
+    aug = {k: hp[k] for k in ("crop_scale", "hflip")} if views else None
+    key = None
+    if cache:
+        key = digest_json([backbone.name, digest_module(backbone.model), split.key, views, view_seed, aug])
+        if key in _FEATURES:
+            return _FEATURES[key]
     backbone.model.eval()
-    chunks = [backbone.features(split.batch(torch.arange(i, min(i + batch_size, len(split))))).float().cpu()
-              for i in range(0, len(split), batch_size)]
-    feats = torch.cat(chunks) if chunks else torch.empty(0, backbone.feature_dim)
-    if cache_tag is not None:
+    passes = []
+    for v in range(max(views, 1)):
+        gen = generator(view_seed, "view", v) if views else None
+        chunks = []
+        for i in range(0, len(split), batch_size):
+            idx = torch.arange(i, min(i + batch_size, len(split)))
+            batch = train_batch(split, idx, {**aug, "augment": True}, gen) if views else split.batch(idx)
+            chunks.append(backbone.features(batch).float().cpu())
+        passes.append(torch.cat(chunks) if chunks else torch.empty(0, backbone.feature_dim))
+    feats = torch.stack(passes) if views else passes[0]
+    if key is not None:
         _FEATURES[key] = feats
     return feats
 
@@ -44,53 +80,101 @@ def clear_feature_cache() -> None:
     _FEATURES.clear()
 
 
+def support_bank(backbone: Backbone, support: Split, hp: dict[str, Any], view_seed: int) -> torch.Tensor:
+    """What a head trains on: [V, n, d] frozen features of V augmented views (image tasks with
+    augmentation) or [1, n, d] of the inputs themselves."""
+    if augments(support, hp):
+        return extract_features(backbone, support, views=int(hp["feature_views"]), view_seed=view_seed, hp=hp)
+    return extract_features(backbone, support)[None]
+
+
 def _optimizer(groups: list[dict], weight_decay: float) -> torch.optim.Optimizer:
     groups = [g for g in groups if g["params"]]
     return torch.optim.AdamW(groups, weight_decay=weight_decay)
 
 
-def train_head(head: nn.Module, feats: torch.Tensor, split: Split, hp: dict, gen: torch.Generator,
+def _schedule(opt: torch.optim.Optimizer, kind: str, total: int) -> torch.optim.lr_scheduler.LambdaLR:
+    """Cosine decay from each group's lr to 0 over `total` steps (or a constant lr)."""
+    if kind == "constant":
+        return torch.optim.lr_scheduler.LambdaLR(opt, lambda step: 1.0)
+    return torch.optim.lr_scheduler.LambdaLR(opt, lambda step: 0.5 * (1 + math.cos(math.pi * min(step, total) / total)))
+
+
+def _check(loss: torch.Tensor, what: str, step: int) -> float:
+    value = loss.item()
+    if not math.isfinite(value):
+        raise TrainingError(f"{what}: the training loss became {value} at step {step}; no result is written. "
+                            "Lower the learning rate (--hp lr=..., head_lr=...) or check the inputs.")
+    return value
+
+
+def train_head(head: nn.Module, bank: torch.Tensor, split: Split, hp: dict[str, Any], gen: torch.Generator,
                epochs: int | None = None) -> float:
-    """Train only the head on precomputed features; returns the last epoch's mean loss."""
+    """Train only the head on frozen features `bank` ([V, n, d]: epoch e uses view e mod V) for
+    `head_epochs` passes over the support set, AdamW + the recipe's schedule; returns the last epoch's loss."""
+    epochs = hp["head_epochs"] if epochs is None else epochs
+    if bank.dim() == 2:
+        bank = bank[None]
     dev = next(head.parameters()).device
+    n = len(split)
+    total = epochs * math.ceil(n / hp["batch_size"])
     opt = _optimizer([{"params": list(head.parameters()), "lr": hp["head_lr"]}], hp["weight_decay"])
-    loss_val = math.nan
-    for _ in range(hp["head_epochs"] if epochs is None else epochs):
-        total = 0.0
-        for idx in minibatches(len(split), hp["batch_size"], gen):
-            batch = split.batch(idx)
-            logits = Backbone.logits(head, feats[idx].to(dev), batch)
+    sched = _schedule(opt, hp.get("schedule", "cosine"), max(total, 1))
+    loss_val, step = math.nan, 0
+    for e in range(epochs):
+        feats, total_loss = bank[e % len(bank)], 0.0
+        for idx in minibatches(n, hp["batch_size"], gen):
+            logits = Backbone.logits(head, feats[idx].to(dev), split.batch(idx) if "choice_mask" in split.inputs else {})
             loss = F.cross_entropy(logits, split.labels[idx].to(dev))
             opt.zero_grad(set_to_none=True)
             loss.backward()
             opt.step()
-            total += loss.item() * len(idx)
-        loss_val = total / max(len(split), 1)
+            sched.step()
+            total_loss += _check(loss, "head training", step) * len(idx)
+            step += 1
+        loss_val = total_loss / max(n, 1)
     return loss_val
 
 
-def train_end_to_end(backbone: Backbone, head: nn.Module, groups: list[dict], split: Split, hp: dict,
-                     gen: torch.Generator) -> float:
-    """Train `groups` (param groups with their lr) through the backbone; the backbone stays in eval
-    mode (frozen BatchNorm statistics, no dropout), which few-shot batches of 2 cannot estimate."""
+def end_to_end_steps(n: int, hp: dict[str, Any]) -> int:
+    """The recipe's step budget: `epochs` passes over n examples, within [min_steps, max_steps]."""
+    if n == 0:
+        return 0
+    total = hp["epochs"] * math.ceil(n / hp["batch_size"])
+    return max(hp.get("min_steps") or 0, min(hp["max_steps"], total) if hp.get("max_steps") else total)
+
+
+def train_end_to_end(backbone: Backbone, head: nn.Module, groups: list[dict], split: Split, hp: dict[str, Any],
+                     gen: torch.Generator, steps: int | None = None) -> dict[str, Any]:
+    """Train `groups` (param groups with their lr) and the head through the backbone for `steps` AdamW steps
+    (default: `end_to_end_steps`) with the recipe's schedule, on batches that cycle through the support set
+    in a fresh order each pass (random views for images). The backbone stays in eval mode: BatchNorm
+    statistics stay frozen and dropout off, which few-shot batches of 2 could not estimate anyway."""
     dev = backbone.device()
+    steps = end_to_end_steps(len(split), hp) if steps is None else steps
     opt = _optimizer(groups, hp["weight_decay"])
-    steps_per_epoch = math.ceil(len(split) / hp["batch_size"])
-    epochs = max(1, min(hp["epochs"], math.ceil(hp["max_steps"] / max(steps_per_epoch, 1))))
+    sched = _schedule(opt, hp.get("schedule", "cosine"), max(steps, 1))
+    params = [p for g in groups for p in g["params"]]
     backbone.model.eval()
-    loss_val = math.nan
-    for _ in range(epochs):
-        total = 0.0
+    losses: list[float] = []
+    step = 0
+    while step < steps:
         for idx in minibatches(len(split), hp["batch_size"], gen):
-            batch = split.batch(idx)
+            if step >= steps:
+                break
+            batch = train_batch(split, idx, hp, gen)
             logits = Backbone.logits(head, backbone.features(batch), batch)
             loss = F.cross_entropy(logits, split.labels[idx].to(dev))
             opt.zero_grad(set_to_none=True)
             loss.backward()
             opt.step()
-            total += loss.item() * len(idx)
-        loss_val = total / max(len(split), 1)
-    return loss_val
+            sched.step()
+            losses.append(_check(loss, "end-to-end training", step))
+            step += 1
+    if any(not torch.isfinite(p).all() for p in params):
+        raise TrainingError("end-to-end training left non-finite weights; no result is written.")
+    tail = losses[-max(1, len(losses) // 10):] if losses else [math.nan]
+    return {"steps": steps, "first_loss": losses[0] if losses else math.nan, "final_loss": sum(tail) / len(tail)}
 
 
 @torch.no_grad()
@@ -102,7 +186,7 @@ def predict(backbone: Backbone, head: nn.Module, split: Split, feats: torch.Tens
     preds = []
     for i in range(0, len(split), batch_size):
         idx = torch.arange(i, min(i + batch_size, len(split)))
-        batch = split.batch(idx)
+        batch = split.batch(idx) if feats is None or "choice_mask" in split.inputs else {}
         f = feats[idx].to(dev) if feats is not None else backbone.features(batch)
         preds.append(Backbone.logits(head, f, batch).argmax(-1).cpu())
     return torch.cat(preds) if preds else torch.empty(0, dtype=torch.long)

@@ -1,16 +1,16 @@
 """Phase 2: one LoRA per upstream task, trained once and reused by every method, K and seed.
 
 Adapters live under `<cache>/adapters/<backbone>/<upstream>-<key>/` in the PEFT format; the key
-hashes everything that changes the weights (backbone, upstream data, preprocessing, rank, alpha,
-training hyperparameters, seed). A file lock per key means two workers never train the same adapter
+is a digest of everything that changes the weights (backbone, upstream data, preprocessing, the
+task's `upstream_training` recipe, UPSTREAM_VERSION). Each adapter's metadata records its quality: accuracy
+on a held-out part of its own pool beside a linear probe's on the same part. A file lock per key means two workers never train the same adapter
 at once; the second waits and then reuses it. Writes go to a temporary folder renamed into place,
 so a killed run never leaves a half-written adapter.
 """
 
 from __future__ import annotations
 
-import hashlib
-import json
+import math
 import os
 import shutil
 import time
@@ -23,17 +23,18 @@ from pydantic import BaseModel
 
 from lorabench.adapters import CONFIG_FILE, WEIGHTS_FILE, LoraAdapter, load_adapter, save_adapter
 from lorabench.backbones import create_backbone
-from lorabench.data import load_examples
+import numpy as np
+
+from lorabench.data import Split, load_examples, stratified_partition
+from lorabench.hashing import digest_json
 from lorabench.lora import attach
-from lorabench.seeding import generator, seed_everything
-from lorabench.specs import Preprocessing, TaskSpec, UpstreamSpec
-from lorabench.training import train_end_to_end
+from lorabench.seeding import derive_seed, generator, seed_everything
+from lorabench.specs import Preprocessing, TaskSpec, UpstreamRecipe, UpstreamSpec
+from lorabench.training import extract_features, predict, train_end_to_end, train_head
 
 CACHE_ENV = "LORABENCH_CACHE"
-UPSTREAM_DEFAULTS: dict[str, Any] = {
-    "rank": 16, "alpha": 16.0, "lr": 1e-3, "head_lr": 1e-2, "epochs": 10, "max_steps": 400,
-    "batch_size": 32, "weight_decay": 1e-4, "seed": 0,
-}
+# Bumped whenever upstream training changes in a way the recipe does not show (new adapter-store keys).
+UPSTREAM_VERSION = 2
 
 
 def cache_root(cache_dir: str | os.PathLike | None = None) -> Path:
@@ -41,41 +42,75 @@ def cache_root(cache_dir: str | os.PathLike | None = None) -> Path:
     return Path(chosen).expanduser().resolve()
 
 
-def upstream_hparams(task: TaskSpec, overrides: dict[str, Any] | None = None) -> dict[str, Any]:
-    return {**UPSTREAM_DEFAULTS, **task.hparams.get("upstream", {}), **(overrides or {})}
+def adapter_key(backbone: str, up: UpstreamSpec, prep: Preprocessing, recipe: UpstreamRecipe) -> str:
+    """The store key of one adapter: a digest of everything that changes its weights."""
+    return digest_json({"version": UPSTREAM_VERSION, "backbone": backbone, "data": up.train.model_dump(mode="json"),
+                        "prep": prep.model_dump(mode="json"), "recipe": recipe.model_dump(mode="json")}, 12)
 
 
-def adapter_dir(root: Path, backbone: str, up: UpstreamSpec, prep: Preprocessing, hp: dict[str, Any]) -> Path:
-    blob = json.dumps({"backbone": backbone, "data": up.train.model_dump(), "prep": prep.model_dump(), "hp": hp},
-                      sort_keys=True, default=str)
-    key = hashlib.sha256(blob.encode()).hexdigest()[:12]
-    return root / "adapters" / backbone / f"{up.name}-{key}"
+def adapter_dir(root: Path, backbone: str, up: UpstreamSpec, prep: Preprocessing, recipe: UpstreamRecipe) -> Path:
+    return root / "adapters" / backbone / f"{up.name}-{adapter_key(backbone, up, prep, recipe)}"
 
 
 def is_complete(path: Path) -> bool:
     return (path / CONFIG_FILE).is_file() and (path / WEIGHTS_FILE).is_file()
 
 
-def train_upstream_adapter(backbone_name: str, up: UpstreamSpec, prep: Preprocessing, hp: dict[str, Any],
+def _accuracy(backbone, head, split: Split) -> float:
+    return float((predict(backbone, head, split) == split.labels).float().mean()) if len(split) else math.nan
+
+
+def train_upstream_adapter(backbone_name: str, up: UpstreamSpec, prep: Preprocessing, recipe: UpstreamRecipe,
                            data_dir: str | None, device: str) -> tuple[LoraAdapter, list, dict[str, Any]]:
-    """LoRA + head on the upstream task's training data; the head is discarded (as in the paper)."""
+    """LoRA + head on the upstream task's training part; the head is discarded (as in the paper).
+
+    A stratified `holdout_fraction` of the pool never trains: the adapter (with its head) is scored on it,
+    beside a linear probe of the frozen backbone trained on the same training part, and both go into the
+    adapter's metadata."""
     examples = load_examples(up.train, data_dir)  # before the weights: the likelier error, and cheaper
     backbone = create_backbone(backbone_name, device)
-    split = backbone.encode(examples, None, prep)
-    seed_everything(backbone_name, up.name, hp["seed"], "upstream-init")
+    per_class = examples.class_names is not None
+    idx = np.arange(len(examples.labels))
+    held = np.arange(0)
+    if recipe.holdout_fraction > 0 and per_class:
+        idx, held = stratified_partition(examples.labels, recipe.holdout_fraction,
+                                         derive_seed(up.name, recipe.seed, "upstream-holdout"))
+    elif recipe.holdout_fraction > 0:
+        perm = np.random.default_rng(derive_seed(up.name, recipe.seed, "upstream-holdout")).permutation(len(idx))
+        n_held = int(round(len(idx) * recipe.holdout_fraction))
+        held, idx = np.sort(perm[:n_held]), np.sort(perm[n_held:])
+    split = backbone.encode(examples, idx, prep)
+    heldout = backbone.encode(examples, held, prep)
+    hp = recipe.model_dump(mode="json")
+    t0 = time.perf_counter()
+    probe, probe_head = math.nan, None
+    if recipe.probe_epochs:  # the probe is also the head's warm start, as downstream
+        seed_everything(backbone_name, up.name, recipe.seed, "probe-init")
+        probe_head = backbone.make_head(split.num_classes).to(device)
+        train_head(probe_head, extract_features(backbone, split, cache=False), split,
+                   {**hp, "head_epochs": recipe.probe_epochs}, generator(backbone_name, up.name, recipe.seed, "probe"))
+        if len(heldout):
+            probe = float((predict(backbone, probe_head, heldout, extract_features(backbone, heldout, cache=False))
+                           == heldout.labels).float().mean())
+    probe_s = time.perf_counter() - t0
+    seed_everything(backbone_name, up.name, recipe.seed, "upstream-init")
     targets = backbone.targets()
     layers = attach(backbone.model, targets)
     for layer in layers.values():
-        layer.enable_lora(hp["rank"], hp["alpha"])
-    head = backbone.make_head(split.num_classes).to(device)
-    groups = [{"params": [p for lay in layers.values() for p in (lay.lora_A, lay.lora_B)], "lr": hp["lr"]},
-              {"params": list(head.parameters()), "lr": hp["head_lr"]}]
+        layer.enable_lora(recipe.rank, recipe.alpha)
+    head = probe_head if probe_head is not None else backbone.make_head(split.num_classes).to(device)
+    groups = [{"params": [p for lay in layers.values() for p in (lay.lora_A, lay.lora_B)], "lr": recipe.lr},
+              {"params": list(head.parameters()), "lr": recipe.head_lr}]
     t0 = time.perf_counter()
-    loss = train_end_to_end(backbone, head, groups, split, hp, generator(backbone_name, up.name, hp["seed"], "order"))
+    log = train_end_to_end(backbone, head, groups, split, hp, generator(backbone_name, up.name, recipe.seed, "order"),
+                           steps=recipe.steps(len(split)))
+    train_s = time.perf_counter() - t0
     weights = {name: ab for layer in layers.values() for name, ab in layer.lora_weights().items()}
-    meta = {"upstream_task": up.name, "n_train": len(split), "final_loss": loss,
-            "train_s": round(time.perf_counter() - t0, 3), "hparams": hp, "backbone": backbone_name}
-    adapter = LoraAdapter(up.name, weights, {n: hp["alpha"] / hp["rank"] for n in weights}, backbone_name, meta=meta)
+    meta = {"upstream_task": up.name, "n_train": len(split), "n_heldout": len(heldout),
+            "heldout_accuracy": _accuracy(backbone, head, heldout), "probe_accuracy": probe,
+            "train_log": log, "train_s": round(train_s, 3), "probe_s": round(probe_s, 3), "recipe": hp,
+            "backbone": backbone_name, "upstream_version": UPSTREAM_VERSION}
+    adapter = LoraAdapter(up.name, weights, {n: recipe.alpha / recipe.rank for n in weights}, backbone_name, meta=meta)
     return adapter, targets, meta
 
 
@@ -86,18 +121,18 @@ class UpstreamJob(BaseModel):
     backbone: str
     upstream: UpstreamSpec
     preprocessing: Preprocessing
-    hparams: dict[str, Any]
+    recipe: UpstreamRecipe
     data_dir: str | None = None
     device: str = "cpu"
 
 
 def upstream_jobs(task: TaskSpec, backbone_name: str, data_dir: str | None, cache_dir: str | None,
-                  device: str = "cpu", hp_overrides: dict[str, Any] | None = None) -> list[UpstreamJob]:
+                  device: str = "cpu") -> list[UpstreamJob]:
     """The adapters a task needs on a backbone, one job per adapter-store key."""
     root = cache_root(cache_dir)
-    hp = upstream_hparams(task, hp_overrides)
-    return [UpstreamJob(path=str(adapter_dir(root, backbone_name, up, task.preprocessing, hp)), backbone=backbone_name,
-                        upstream=up, preprocessing=task.preprocessing, hparams=hp, data_dir=data_dir, device=device)
+    rec = task.upstream_training
+    return [UpstreamJob(path=str(adapter_dir(root, backbone_name, up, task.preprocessing, rec)), backbone=backbone_name,
+                        upstream=up, preprocessing=task.preprocessing, recipe=rec, data_dir=data_dir, device=device)
             for up in task.upstream]
 
 
@@ -115,25 +150,24 @@ def ensure_upstream_adapter(job: UpstreamJob, on_train: Callable[[str], None] | 
             return False
         if on_train:
             on_train(job.upstream.name)
-        hp = job.hparams
-        adapter, targets, _ = train_upstream_adapter(job.backbone, job.upstream, job.preprocessing, hp, job.data_dir,
+        rec = job.recipe
+        adapter, targets, _ = train_upstream_adapter(job.backbone, job.upstream, job.preprocessing, rec, job.data_dir,
                                                      job.device)
         tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
         shutil.rmtree(tmp, ignore_errors=True)
-        save_adapter(adapter, tmp, targets, hp["rank"], hp["alpha"])
+        save_adapter(adapter, tmp, targets, rec.rank, rec.alpha)
         shutil.rmtree(path, ignore_errors=True)
         os.replace(tmp, path)
         return True
 
 
 def ensure_upstream_adapters(task: TaskSpec, backbone_name: str, data_dir: str | None, cache_dir: str | None,
-                             device: str = "cpu", hp_overrides: dict[str, Any] | None = None,
-                             on_train: Callable[[str], None] | None = None) -> list[LoraAdapter]:
+                             device: str = "cpu", on_train: Callable[[str], None] | None = None) -> list[LoraAdapter]:
     """Load the task's upstream adapters, training (once, under a lock) those not yet in the store."""
     backbone = create_backbone(backbone_name, "cpu")
     targets = backbone.targets()
     adapters = []
-    for job in upstream_jobs(task, backbone_name, data_dir, cache_dir, device, hp_overrides):
+    for job in upstream_jobs(task, backbone_name, data_dir, cache_dir, device):
         ensure_upstream_adapter(job, on_train)
         adapters.append(load_adapter(Path(job.path), targets, backbone.aliases, name=job.upstream.name))
     return adapters

@@ -7,7 +7,6 @@ whether composing helps over simply choosing. The choice is searched, not traine
 
 from typing import Any
 
-from lorabench.adapters import adapters_tag
 from lorabench.data import Split
 from lorabench.merging import merge_weighted_, require_support, stack_modules, weighted_scorer
 from lorabench.method import FrozenFeatureMethod, MethodContext
@@ -31,7 +30,6 @@ class BestSingleUpstream(FrozenFeatureMethod):
         self.losses = [score([float(i == j) for i in range(n)]) for j in range(n)]
         self.best = min(range(n), key=self.losses.__getitem__)
         merge_weighted_(self.stacked, [float(i == self.best) for i in range(n)])
-        self.cache_tag = adapters_tag([self.ctx.adapters[self.best]], "single")
         super().fit(support)
 
     def extras(self) -> dict[str, Any]:

@@ -9,7 +9,6 @@ Nothing is searched or trained besides the head: 0 trainable parameters.
 
 from typing import Any
 
-from lorabench.adapters import adapters_tag
 from lorabench.merging import dare, merge_transformed_, stack_modules
 from lorabench.method import FrozenFeatureMethod, MethodContext
 from lorabench.seeding import generator
@@ -30,7 +29,6 @@ class Dare(FrozenFeatureMethod):
         gen = generator(ctx.seed, "dare")
         merge_transformed_(stacked, lambda deltas: scaling * dare(deltas, p, gen).sum(0))
         self.scaling = scaling
-        self.cache_tag = adapters_tag(ctx.adapters, f"dare:p={p!r},scaling={scaling!r},seed={ctx.seed}")
 
     def extras(self) -> dict[str, Any]:
         return {"upstream": [a.name for a in self.ctx.adapters], "scaling": self.scaling}

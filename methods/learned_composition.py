@@ -1,24 +1,24 @@
 """Learned composition: W = W0 + Σₙ softmax(v)ₙ ΔWₙ with one logit vector v per adapted matrix.
 
-As in the paper: v starts at 0 (uniform weights), the head is warmed up first on the frozen uniform
-composition (cheap: cached features, identical to the uniform method's), then v and the head train
-together. After training the learned weights are merged into W0, so prediction costs the bare backbone.
+As in the paper: v starts at 0 (uniform weights), the head is warmed up first on frozen features of the
+uniform composition (the shared recipe's warm-up, as for every end-to-end method), then v and the head
+train together on augmented views. After training the learned weights are merged into W0, so prediction
+costs the bare backbone.
 """
 
 from typing import Any
 
-from lorabench.adapters import adapters_tag, attach_composition
+from lorabench.adapters import attach_composition
 from lorabench.data import Split
 from lorabench.lora import merge_all_
 from lorabench.method import EndToEndMethod, MethodContext
-from lorabench.training import extract_features, train_head
 
 
 class LearnedComposition(EndToEndMethod):
     name = "learned_composition"
     description = "per-layer, per-matrix softmax weights over the N upstream ΔW + head"
     needs_upstream = True
-    defaults = {"lr": 5e-2, "warmup_epochs": 50}
+    defaults = {"lr": 5e-2}
     tune_grid = {"lr": [1e-2, 5e-2, 2e-1]}
 
     def prepare(self, ctx: MethodContext) -> None:
@@ -27,13 +27,6 @@ class LearnedComposition(EndToEndMethod):
 
     def backbone_params(self):
         return [layer.comp_logits for layer in self.layers.values()]
-
-    def fit(self, support: Split) -> None:
-        if len(support) == 0:
-            return
-        feats = extract_features(self.ctx.backbone, support, adapters_tag(self.ctx.adapters, "uniform"))
-        train_head(self.head, feats, support, self.hp, self.gen, epochs=self.hp["warmup_epochs"])
-        super().fit(support)
 
     def predict(self, split: Split):
         merge_all_(self.ctx.backbone.model)

@@ -15,7 +15,6 @@ from typing import Any
 import numpy as np
 from scipy.optimize import minimize
 
-from lorabench.adapters import adapters_tag
 from lorabench.data import Split
 from lorabench.merging import merge_weighted_, require_support, stack_modules, weighted_scorer
 from lorabench.method import FrozenFeatureMethod, MethodContext
@@ -62,7 +61,6 @@ class LoraHub(FrozenFeatureMethod):
         self.weights, self.value, self.n_evals = search_weights(
             objective, self.stacked.n, int(self.hp["budget"]), float(self.hp["bound"]), float(self.hp["step"]))
         merge_weighted_(self.stacked, self.weights.tolist())
-        self.cache_tag = adapters_tag(self.ctx.adapters, "lorahub:" + ",".join(repr(float(w)) for w in self.weights))
         super().fit(support)
 
     def extras(self) -> dict[str, Any]:

@@ -8,7 +8,6 @@ nearest-class-mean cross-entropy, which also works at K=1); the lowest loss wins
 
 from typing import Any
 
-from lorabench.adapters import adapters_tag
 from lorabench.data import Split
 from lorabench.merging import merge_weighted_, require_support, stack_modules, weighted_scorer
 from lorabench.method import FrozenFeatureMethod, MethodContext
@@ -32,7 +31,6 @@ class TaskArithmetic(FrozenFeatureMethod):
         self.losses = {float(lam): score([float(lam)] * n) for lam in sorted(self.hp["lambdas"])}
         self.lam = min(self.losses, key=self.losses.get)
         merge_weighted_(self.stacked, [self.lam] * n)
-        self.cache_tag = adapters_tag(self.ctx.adapters, f"task_arithmetic:lambda={self.lam!r}")
         super().fit(support)
 
     def extras(self) -> dict[str, Any]:

@@ -7,7 +7,6 @@ sign from the trimmed sum (elect), average the entries that agree with it (disjo
 
 from typing import Any
 
-from lorabench.adapters import adapters_tag
 from lorabench.merging import merge_transformed_, stack_modules, ties_merge
 from lorabench.method import FrozenFeatureMethod, MethodContext
 
@@ -23,7 +22,6 @@ class TiesMerging(FrozenFeatureMethod):
         super().prepare(ctx)
         density, scaling = float(self.hp["density"]), float(self.hp["scaling"])
         merge_transformed_(stack_modules(ctx), lambda deltas: ties_merge(deltas, density, scaling))
-        self.cache_tag = adapters_tag(ctx.adapters, f"ties:density={density!r},scaling={scaling!r}")
 
     def extras(self) -> dict[str, Any]:
         return {"upstream": [a.name for a in self.ctx.adapters]}

@@ -2,7 +2,7 @@
 
 import torch
 
-from lorabench.adapters import adapters_tag, attach_composition
+from lorabench.adapters import attach_composition
 from lorabench.method import FrozenFeatureMethod, MethodContext
 
 
@@ -21,4 +21,3 @@ class UniformComposition(FrozenFeatureMethod):
     def prepare(self, ctx: MethodContext) -> None:
         super().prepare(ctx)
         merge_uniform_(ctx)
-        self.cache_tag = adapters_tag(ctx.adapters, "uniform")

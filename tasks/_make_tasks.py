@@ -7,8 +7,9 @@ from what this script writes.
 
 Suites
   paper          the paper's settings: hub data, ViT-B/32 at 224 px / Flan-T5-large, full upstream data.
-  offline        the same settings on the offline data pack (../shared/data) with CPU-sized choices:
-                 EfficientNet-Lite0 at 64 px / MiniLM, capped upstream pools, capped large test sets.
+  offline        the same settings on the offline data pack (../shared/data), at full scale: EfficientNet-Lite0
+                 at its native 224 px / MiniLM, full upstream pools and test sets, the default recipe.
+                 (`--profile smoke` makes any task small for tests; see lorabench/profiles.py.)
   paper_sweeps   the paper's analyses on hub data; `offline_sweeps`: the same analyses offline.
 """
 
@@ -70,6 +71,14 @@ DATASETS: dict[str, dict] = {
                           hub_train="validation", test="test", license="CC BY-SA 4.0",
                           citation="Clark et al. (2018). Think you have Solved Question Answering? Try ARC, the AI2 "
                                    "Reasoning Challenge. arXiv:1803.05457."),
+    "arc_easy": dict(hub_id="allenai/ai2_arc", hub_config="ARC-Easy", hub_format="ai2_arc",
+                     hub_train="validation", test="test", license="CC BY-SA 4.0",
+                     citation="Clark et al. (2018). Think you have Solved Question Answering? Try ARC, the AI2 "
+                              "Reasoning Challenge. arXiv:1803.05457."),
+    "openbookqa": dict(hub_id="allenai/openbookqa", hub_config="main", hub_format="openbookqa",
+                       hub_train="validation", test="test", license="Apache-2.0",
+                       citation="Mihaylov et al. (2018). Can a Suit of Armor Conduct Electricity? A New Dataset for "
+                                "Open Book Question Answering. EMNLP."),
     "sciq": dict(hub_id="allenai/sciq", hub_format="sciq", license="CC BY-NC 3.0 (non-commercial)",
                  citation="Welbl, Liu & Gardner (2017). Crowdsourcing Multiple Choice Science Questions. W-NUT."),
     "csqa": dict(hub_id="tau/commonsense_qa", hub_format="commonsense_qa", license="MIT",
@@ -87,12 +96,13 @@ OFFLINE_TASK_SHIFT = ["cifar10", "fashion_mnist", "mnist5k", "sign_digits", "pac
 
 # --- hyperparameters and preprocessing per suite ----------------------------------------------------
 
+# The few-shot recipe is lorabench.specs.Recipe's defaults for every suite (50-epoch head warm-up, AdamW +
+# cosine, 50 passes over the support set within [50, 1000] steps, crop + flip views); only upstream differs.
 PAPER_VISION = dict(backbone="vit_b32", preprocessing={"image_size": 224},
-                    hparams={"upstream": {"epochs": 3, "max_steps": 20000}})
-OFFLINE_VISION = dict(backbone="efficientnet_lite0", preprocessing={"image_size": 64},
-                      hparams={"upstream": {"epochs": 3, "max_steps": 40}, "*": {"epochs": 15, "max_steps": 40}})
-OFFLINE_UPSTREAM_CAP = 600  # examples per upstream pool (stratified, seeded): a CPU-sized LoRA
-OFFLINE_TEST_CAP = 2000  # CIFAR-10 / Fashion-MNIST test sets: 10,000 images each
+                    upstream_training={"epochs": 3, "max_steps": 20000})
+# Offline: EfficientNet-Lite0 at its native 224 px (PACS is stored at 128 px and upsampled), full pools.
+OFFLINE_VISION = dict(backbone="efficientnet_lite0", preprocessing={"image_size": 224},
+                      upstream_training={"epochs": 3, "max_steps": 3000})
 
 
 class Dumper(yaml.SafeDumper):
@@ -160,13 +170,16 @@ def metadata(description: str, datasets: list[str], extra_citations: tuple[str, 
 
 def spec(name: str, suite: str, setting: str, upstream: list[tuple[str, Flow]], train: Flow, test: Flow,
          down_name: str, k_grid: list, description: str, datasets: list[str], base: dict, tags: dict | None = None,
-         modality: str = "image", extra_citations: tuple[str, ...] = (), hparams: dict | None = None) -> dict:
+         modality: str = "image", extra_citations: tuple[str, ...] = (), hparams: dict | None = None,
+         upstream_training: dict | None = None) -> dict:
     out = {"name": name, "suite": suite, "setting": setting, "modality": modality, "backbone": base["backbone"],
            "upstream": [{"name": n, "train": r} for n, r in upstream],
            "downstream": {"name": down_name, "train": train, "test": test},
            "k_grid": FlowList(k_grid), "seeds": FlowList(SEEDS), "metric": "accuracy",
            "preprocessing": Flow(base["preprocessing"]),
-           "hparams": {k: Flow(v) for k, v in (hparams if hparams is not None else base["hparams"]).items()}}
+           "upstream_training": Flow({**base["upstream_training"], **(upstream_training or {})})}
+    if hparams:
+        out["hparams"] = {k: Flow(v) for k, v in hparams.items()}
     if tags:
         out["tags"] = Flow(tags)
     out["metadata"] = metadata(description, datasets, extra_citations)
@@ -177,13 +190,13 @@ def spec(name: str, suite: str, setting: str, upstream: list[tuple[str, Flow]], 
 
 
 def split_cifar100(name: str, upstream_classes: list[list[int]], description: str, tags: dict | None = None,
-                   hparams: dict | None = None, suite: str = "paper") -> dict:
+                   hparams: dict | None = None, suite: str = "paper", upstream_training: dict | None = None) -> dict:
     """Downstream: CIFAR-100 fine classes 75..99 (split 4); upstream: one task per class list."""
     down = list(range(75, 100))
     ups = [(f"cifar100_{'_'.join(map(str, _ranges(c)))}", ref("cifar100", "train", classes=c)) for c in upstream_classes]
     return spec(name, suite, "label_shift", ups, ref("cifar100", "train", classes=down),
                 test_ref("cifar100", classes=down), "cifar100_75_99", K_LABEL, description, ["cifar100"], PAPER_VISION,
-                tags, hparams=_merge_hp(PAPER_VISION["hparams"], hparams))
+                tags, hparams=hparams, upstream_training=upstream_training)
 
 
 def _ranges(classes: list[int]) -> list[str]:
@@ -196,29 +209,22 @@ def _ranges(classes: list[int]) -> list[str]:
     return out
 
 
-def _merge_hp(base: dict, extra: dict | None) -> dict:
-    out = {k: dict(v) for k, v in base.items()}
-    for k, v in (extra or {}).items():
-        out.setdefault(k, {}).update(v)
-    return out
-
-
 def split_cifar10(name: str, pairs: list[tuple[int, int]], description: str, tags: dict | None = None,
-                  hparams: dict | None = None, suite: str = "offline") -> dict:
-    ups = [(f"cifar10_{a}{b}", ref("cifar10", "train", classes=[a, b], max_examples=OFFLINE_UPSTREAM_CAP))
-           for a, b in pairs]
+                  hparams: dict | None = None, suite: str = "offline", upstream_training: dict | None = None) -> dict:
+    ups = [(f"cifar10_{a}{b}", ref("cifar10", "train", classes=[a, b])) for a, b in pairs]
     return spec(name, suite, "label_shift", ups, ref("cifar10", "train", classes=[8, 9]),
                 test_ref("cifar10", classes=[8, 9]), "cifar10_89", K_LABEL, description, ["cifar10"],
-                OFFLINE_VISION, tags, hparams=_merge_hp(OFFLINE_VISION["hparams"], hparams))
+                OFFLINE_VISION, tags, hparams=hparams, upstream_training=upstream_training)
 
 
 CIFAR10_PAIRS = [(0, 1), (2, 3), (4, 5), (6, 7)]
 SPLIT_CIFAR100_DESC = """CIFAR-100 (fine labels) in 4 disjoint splits of 25 consecutive class ids: 0-24, 25-49 and
     50-74 train one upstream LoRA each; 75-99 is the downstream task (K images per class from the train split,
     scored on the 2,500 test images of those classes)."""
-SPLIT_CIFAR10_DESC = f"""Offline counterpart of split_cifar100: CIFAR-10 in 5 disjoint 2-class splits by class id;
-    (0,1) (2,3) (4,5) (6,7) train one upstream LoRA each on a seeded stratified {OFFLINE_UPSTREAM_CAP}-image cap,
-    (8,9) = ship/truck is the downstream task (all 10,000 train images are its pool; 2,000 test images)."""
+SPLIT_CIFAR10_DESC = """Offline counterpart of split_cifar100: CIFAR-10 in 5 disjoint 2-class splits by class id;
+    (0,1) (2,3) (4,5) (6,7) train one upstream LoRA each on all 10,000 train images of its pair (minus the
+    held-out tenth of the quality check), (8,9) = ship/truck is the downstream task (all 10,000 train images are
+    its pool; 2,000 test images). EfficientNet-Lite0 at its native 224 px (CIFAR's 32 px images upsampled)."""
 
 
 def label_shift() -> list[dict]:
@@ -240,12 +246,12 @@ PACS_K_NOTE = {
 def pacs(downstream: str, paper: bool) -> dict:
     others = [d for d in PACS_DOMAINS if d != downstream]
     base = PAPER_VISION if paper else OFFLINE_VISION
-    cap = None if paper else OFFLINE_UPSTREAM_CAP
     k_grid = [k for k in K_PACS if not (downstream == "sketch" and k == 100)]
     name = f"pacs_{downstream}" + ("_vit_b32" if paper else "")
     where = ("hub data and the paper's ViT-B/32 at 224 px; offline counterpart: pacs_" + downstream) if paper else (
-        f"EfficientNet-Lite0 at 64 px, upstream pools capped at {cap} images (seeded, stratified); "
-        f"the paper's setting is pacs_{downstream}_vit_b32")
+        f"EfficientNet-Lite0 at its native 224 px (the pack's 128 px images upsampled), each upstream LoRA "
+        f"on its whole domain (minus the held-out tenth of the quality check); the paper's setting is "
+        f"pacs_{downstream}_vit_b32")
     desc = f"""PACS covariate shift: upstream LoRAs on the {', '.join(others)} domains (7 shared classes), downstream
         the {downstream} domain. PACS has one split per domain, so {downstream} is partitioned once, per class,
         by a seeded shuffle ({int(PACS_HOLDOUT['test_fraction'] * 100)}% test, seed {PACS_HOLDOUT['seed']}): support
@@ -253,7 +259,7 @@ def pacs(downstream: str, paper: bool) -> dict:
         stored order (the offline pack sorts by class then file name; the hub copy flwrlabs/pacs is filtered by
         its `domain` column). {PACS_K_NOTE[downstream]} Runs from ../shared/data/pacs or the hub alike; {where}."""
     return spec(name, "paper" if paper else "offline", "covariate_shift",
-                [(f"pacs_{d}", pacs_ref(d, max_examples=cap)) for d in others],
+                [(f"pacs_{d}", pacs_ref(d)) for d in others],
                 pacs_ref(downstream, holdout=holdout("train")), pacs_ref(downstream, holdout=holdout("test")),
                 f"pacs_{downstream}", k_grid, desc, ["pacs"], base)
 
@@ -285,21 +291,19 @@ def vision_task_shift(downstream: str, upstream: list[str] | None = None, tags: 
 
 def _offline_ref(dataset: str, split: str, role: str) -> Flow:
     """Offline task-shift data: PACS photo is a held-out split when downstream, the whole domain upstream."""
-    cap = OFFLINE_UPSTREAM_CAP if role == "upstream" else (
-        OFFLINE_TEST_CAP if role == "test" and dataset in ("cifar10", "fashion_mnist") else None)
     if dataset == "pacs_photo":
-        return pacs_ref("photo", max_examples=cap, holdout=None if role == "upstream" else holdout(role))
-    return ref(dataset, split, max_examples=cap)
+        return pacs_ref("photo", holdout=None if role == "upstream" else holdout(role))
+    return ref(dataset, split)
 
 
 def offline_task_shift(downstream: str) -> dict:
     ups = [d for d in OFFLINE_TASK_SHIFT if d != downstream]
     desc = f"""Offline vision task shift (leave-one-out over the offline pack's five image datasets): downstream
-        {downstream}, one upstream LoRA per other dataset ({', '.join(ups)}), each on a seeded stratified
-        {OFFLINE_UPSTREAM_CAP}-image cap of its train split (PACS photo: the whole domain). Test sets of CIFAR-10 and
-        Fashion-MNIST are capped at {OFFLINE_TEST_CAP} images (seeded, stratified); PACS photo as downstream is split
+        {downstream}, one upstream LoRA per other dataset ({', '.join(ups)}), each on its whole train split (PACS
+        photo: the whole domain), minus the held-out tenth of the quality check, for at most 3 epochs or 3,000 steps.
+        Full test sets; PACS photo as downstream is split
         once {int(PACS_HOLDOUT['test_fraction'] * 100)}/{100 - int(PACS_HOLDOUT['test_fraction'] * 100)} per class
-        (seed {PACS_HOLDOUT['seed']}), support sets from the train part only. EfficientNet-Lite0 at 64 px.
+        (seed {PACS_HOLDOUT['seed']}), support sets from the train part only. EfficientNet-Lite0 at its native 224 px.
         Counterpart of the paper's vision task shift (stanford_cars, food101, ...)."""
     data_names = ["pacs" if d == "pacs_photo" else d for d in [downstream, *ups]]
     return spec(f"loo_{downstream}", "offline", "task_shift", [(u, _offline_ref(u, "train", "upstream")) for u in ups],
@@ -314,32 +318,38 @@ def task_shift() -> list[dict]:
 # --- NLP task shift: CrossFit multiple-choice QA -------------------------------------------------
 
 QA_UPSTREAM = ["sciq", "csqa", "quail"]
-OFFLINE_QA = dict(backbone="minilm", preprocessing={"max_length": 128},
-                  hparams={"upstream": {"epochs": 1, "max_steps": 30, "batch_size": 16}})
+# MiniLM's own maximum sequence length is 256 word pieces (sentence-transformers config).
+OFFLINE_QA = dict(backbone="minilm", preprocessing={"max_length": 256},
+                  upstream_training={"epochs": 3, "batch_size": 16})
 PAPER_QA = dict(backbone="flan_t5_large", preprocessing={"max_length": 512},
-                hparams={"upstream": {"epochs": 3, "max_steps": 5000, "batch_size": 8, "lr": 5e-4}})
-OFFLINE_QA_CAP = 400
+                upstream_training={"epochs": 3, "max_steps": 5000, "batch_size": 8, "lr": 5e-4})
+QA_DOWNSTREAM = {  # offline downstream tasks: where a sentence-similarity scorer is known to work, and ARC-Challenge
+    "arc_challenge": "ARC-Challenge (questions that retrieval and co-occurrence solvers fail: a hard case for a "
+                     "sentence-similarity scorer)",
+    "arc_easy": "ARC-Easy (the ARC questions that retrieval solvers answer)",
+    "openbookqa": "OpenBookQA (elementary science; the fact book is not given)",
+}
 
 
-def arc_challenge(paper: bool) -> dict:
+def qa_task(downstream: str, paper: bool) -> dict:
     base = PAPER_QA if paper else OFFLINE_QA
-    cap = None if paper else OFFLINE_QA_CAP
     scorer = ("Flan-T5-large rank classification: each choice scored by the summed log-likelihood of its tokens "
               "given a prompt with context, question and options") if paper else (
         "MiniLM (all-MiniLM-L6-v2) scoring: logit = w . (normalize(e_question+context) * normalize(e_choice)), "
         "the head initialised so that the untrained scorer is 20 x cosine similarity; K = 0 therefore gives a "
         "real zero-shot row for the bare backbone (zero_shot, lora, classifier_tuning) and for the uniform "
         "composition (uniform_composition, learned_composition)")
-    desc = f"""NLP task shift (CrossFit multiple-choice QA): downstream ARC-Challenge, upstream LoRAs on SciQ,
-        CommonsenseQA and QuAIL. K = number of training questions in total (not per class); K = 0 is zero-shot.
-        Metric: exact match of the chosen option = accuracy. {scorer}. ARC's validation split is the few-shot
-        pool, its test split (1,172 questions) the test set, locally and on the hub alike. Upstream: the offline
-        pack's SciQ/CSQA/QuAIL 'train' splits are built from the official validation/dev questions; the hub copies
-        use the official train splits. {'Upstream pools: the full train splits.' if paper else
-        f'Upstream pools capped at {cap} questions (seeded) and {OFFLINE_QA["hparams"]["upstream"]["max_steps"]} steps so the offline suite runs on a CPU; inputs truncated to {OFFLINE_QA["preprocessing"]["max_length"]} tokens.'}"""
-    return spec("arc_challenge" + ("_flan_t5" if paper else ""), "paper" if paper else "offline", "task_shift",
-                [(u, ref(u, "train", max_examples=cap)) for u in QA_UPSTREAM], ref("arc_challenge", "train"),
-                test_ref("arc_challenge"), "arc_challenge", K_QA, desc, ["arc_challenge", *QA_UPSTREAM], base,
+    desc = f"""NLP task shift (CrossFit multiple-choice QA): downstream {QA_DOWNSTREAM[downstream]}, upstream
+        LoRAs on SciQ, CommonsenseQA and QuAIL, each on its full train split (minus the held-out tenth of the
+        quality check). K = number of training questions in total (not per class); K = 0 is zero-shot.
+        Metric: exact match of the chosen option = accuracy. {scorer}. The downstream validation split is the
+        few-shot pool, its test split the test set, locally and on the hub alike. Upstream: the offline pack's
+        SciQ/CSQA/QuAIL 'train' splits are built from the official validation/dev questions; the hub copies use the
+        official train splits. Inputs truncated to {base["preprocessing"]["max_length"]} tokens (long QuAIL passages
+        are what gets cut, never the question or the options)."""
+    return spec(downstream + ("_flan_t5" if paper else ""), "paper" if paper else "offline", "task_shift",
+                [(u, ref(u, "train")) for u in QA_UPSTREAM], ref(downstream, "train"),
+                test_ref(downstream), downstream, K_QA, desc, [downstream, *QA_UPSTREAM], base,
                 modality="multiple_choice", extra_citations=(CROSSFIT,))
 
 
@@ -399,14 +409,17 @@ def rank_sweep() -> list[dict]:
     """Table 5: LoRA rank r of the upstream modules (and of LoRA-from-scratch), alpha = r (scale 1)."""
     out = []
     for r in (4, 8, 16, 32):
-        hp = {"upstream": {"rank": r, "alpha": float(r)}, "lora": {"rank": r, "alpha": float(r)}}
+        hp = {"lora": {"rank": r, "alpha": float(r)}}
+        up = {"rank": r, "alpha": float(r)}
         tags = {"sweep": "rank", "rank": r}
         out.append(split_cifar100(f"split_cifar100_r{r}", [list(range(s, s + 25)) for s in (0, 25, 50)],
                                   f"LoRA-rank sweep (paper Table 5), r = {r}, alpha = r, for the upstream LoRAs and the "
-                                  f"lora baseline. " + SPLIT_CIFAR100_DESC, tags, hp, suite="paper_sweeps"))
+                                  f"lora baseline. " + SPLIT_CIFAR100_DESC, tags, hp, suite="paper_sweeps",
+                                  upstream_training=up))
         out.append(split_cifar10(f"split_cifar10_r{r}", CIFAR10_PAIRS,
                                  f"LoRA-rank sweep (paper Table 5), r = {r}, alpha = r, for the upstream LoRAs and the "
-                                 f"lora baseline. " + SPLIT_CIFAR10_DESC, tags, hp, suite="offline_sweeps"))
+                                 f"lora baseline. " + SPLIT_CIFAR10_DESC, tags, hp, suite="offline_sweeps",
+                                 upstream_training=up))
     return out
 
 
@@ -416,7 +429,8 @@ HEADER = "# Generated by tasks/_make_tasks.py from its dataset table; edit that 
 
 
 def all_specs() -> list[dict]:
-    return [*label_shift(), *covariate_shift(), *task_shift(), arc_challenge(False), arc_challenge(True),
+    return [*label_shift(), *covariate_shift(), *task_shift(), *(qa_task(d, False) for d in QA_DOWNSTREAM),
+            qa_task("arc_challenge", True),
             *n_upstream_sweep(), *split_size_sweep(), *entangled_sweep(), *rank_sweep()]
 
 

@@ -32,8 +32,9 @@ QUICK_TASK = {
     "k_grid": [1, 5],
     "seeds": [0, 1],
     "preprocessing": {"image_size": 32},
-    "hparams": {"upstream": {"epochs": 1, "max_steps": 8}, "*": {"epochs": 2, "max_steps": 6, "head_epochs": 20,
-                                                                  "warmup_epochs": 10}},
+    # A tiny recipe of its own (the smoke profile's rule would give the same order of size).
+    "recipe": {"head_epochs": 20, "epochs": 2, "min_steps": 2, "max_steps": 6, "feature_views": 2},
+    "upstream_training": {"epochs": 1, "max_steps": 8, "probe_epochs": 5},
 }
 
 

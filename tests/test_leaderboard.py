@@ -135,7 +135,7 @@ def quick_task(tmp_path_factory) -> str:
     good (this file tests rendering, and the adapters dominate its run time). Registered via LORABENCH_TASKS."""
     upstream = [{**u, "train": {**u["train"], "max_examples": 64}} for u in QUICK_TASK["upstream"]]
     spec = {**QUICK_TASK, "name": "digits_lb", "upstream": upstream,
-            "hparams": {**QUICK_TASK["hparams"], "upstream": {"epochs": 1, "max_steps": 2}}}
+            "upstream_training": {"epochs": 1, "max_steps": 2, "probe_epochs": 2}}
     with registered_task(tmp_path_factory.mktemp("lb_tasks"), spec) as name:
         yield name
 

@@ -180,7 +180,8 @@ def test_lorahub_objective_adds_the_l1_term_and_the_search_finds_the_minimum():
 
 def test_global_composition_shares_one_vector_across_layers(tiny_ctx):
     m = LearnedCompositionGlobal(**LearnedCompositionGlobal.resolve_hparams({"epochs": 1, "max_steps": 2,
-                                                                             "warmup_epochs": 1, "lr": 0.5}))
+                                                                             "min_steps": 0, "head_epochs": 1,
+                                                                             "lr": 0.5}))
     m.prepare(tiny_ctx)
     logits = {id(layer.comp_logits) for layer in m.layers.values()}
     assert logits == {id(m.logits)} and m.logits.shape == (3,)

@@ -179,7 +179,7 @@ def test_k0_rows_are_the_bare_and_the_uniform_zero_shot(shared_data, tmp_path, m
     for up in task["upstream"][:2]:
         up["train"]["max_examples"] = 24
     task.update(name="arc_quick", suite="tests", upstream=task["upstream"][:2],
-                hparams={"upstream": {"epochs": 1, "max_steps": 3, "batch_size": 8}})
+                upstream_training={"epochs": 1, "max_steps": 3, "batch_size": 8, "probe_epochs": 2})
     task["downstream"]["test"]["max_examples"] = 60
     (tmp_path / "arc_quick.yaml").write_text(yaml.safe_dump(task))
     monkeypatch.setenv("LORABENCH_TASKS", str(tmp_path))

@@ -90,7 +90,7 @@ def test_tags_match_what_each_sweep_changes():
             assert all(len(u.train.classes) == spec.tags["split_size"] for u in spec.upstream)
         if sweep == "rank":
             r = spec.tags["rank"]
-            assert spec.hparams["upstream"]["rank"] == r == spec.hparams["lora"]["rank"]
+            assert spec.upstream_training.rank == r == spec.hparams["lora"]["rank"]
         if sweep == "entangled":
             down = _classes(spec.downstream.train)
             assert all(len(_classes(u.train) & down) == spec.tags["shared_classes"] for u in spec.upstream)

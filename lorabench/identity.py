@@ -1,0 +1,72 @@
+"""The identity of a result: a digest of everything that decides its value.
+
+Two cells with the same digest must give the same score (up to floating-point nondeterminism); change
+any input (the task file's data, preprocessing or recipe, a method's defaults, the upstream adapters'
+data or training recipe, the profile, the protocol version) and the digest changes, so the cell is run
+again and an old record is recognised as stale instead of being reused or averaged in.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from lorabench.adapters import CONFIG_FILE, WEIGHTS_FILE
+from lorabench.errors import AdapterError, LorabenchError
+from lorabench.hashing import digest_files, digest_json
+from lorabench.method import METHODS
+from lorabench.specs import ResultRecord, RunConfig, TaskSpec
+from lorabench.task_registry import get_task
+from lorabench.upstream import adapter_key
+
+# Bumped whenever the evaluation protocol changes in a way the specs do not show (training loops, metrics).
+PROTOCOL_VERSION = 2
+# The parts of a task that decide a cell's value (the grid lists, suite, tags and prose do not).
+TASK_FIELDS = {"name", "modality", "metric", "downstream", "preprocessing", "recipe", "profile"}
+
+
+def upstream_identity(task: TaskSpec, cfg: RunConfig) -> list[str]:
+    """What the composed modules are: store keys of the task's upstream adapters, or the content digests
+    of the adapter folders given with --upstream."""
+    if not METHODS.get(cfg.method).needs_upstream:
+        return []
+    if cfg.upstream_dirs:
+        out = []
+        for d in map(Path, cfg.upstream_dirs):
+            files = [d / CONFIG_FILE, d / WEIGHTS_FILE]
+            if not all(f.is_file() for f in files):
+                raise AdapterError(f"--upstream {d}: expected a PEFT adapter folder with {CONFIG_FILE} and "
+                                   f"{WEIGHTS_FILE}.")
+            out.append(digest_files(files))
+        return out
+    return [f"{up.name}-{adapter_key(cfg.backbone, up, task.preprocessing, task.upstream_training)}"
+            for up in task.upstream]
+
+
+def identity(cfg: RunConfig) -> dict[str, Any]:
+    task = get_task(cfg.task, cfg.profile)
+    method_cls = METHODS.get(cfg.method)
+    return {"protocol": PROTOCOL_VERSION, "task": task.model_dump(mode="json", include=TASK_FIELDS),
+            "method": cfg.method, "hparams": method_cls.resolve_hparams(cfg.hparams, task),
+            "backbone": cfg.backbone, "k": cfg.k, "seed": cfg.seed, "tune": cfg.tune,
+            "upstream": upstream_identity(task, cfg)}
+
+
+def identify(cfg: RunConfig) -> RunConfig:
+    """`cfg` with its digest set (the result file's name and the record's `config_hash`)."""
+    return cfg.model_copy(update={"digest": digest_json(identity(cfg))})
+
+
+def staleness(record: ResultRecord) -> str | None:
+    """Why `record` no longer matches what the current specs would run (None if it still does)."""
+    fields = {k: v for k, v in record.config.items() if k in RunConfig.model_fields and k != "digest"}
+    try:
+        current = identify(RunConfig.model_validate(fields)).digest
+    except LorabenchError as exc:
+        return f"its inputs cannot be resolved any more ({exc})"
+    except ValueError as exc:
+        return f"its config does not validate ({str(exc).splitlines()[0]})"
+    if current != record.config_hash:
+        return ("its inputs changed since it was run (task file, method defaults, upstream adapters, profile or "
+                "protocol version): re-run the cell for a current result")
+    return None

@@ -1,0 +1,61 @@
+"""Image views: the deterministic test-time resize and the random training views (crop + flip).
+
+Images are kept decoded as uint8 at their stored size (PACS 128 px, CIFAR 32 px) and brought to the
+task's input size per batch, so a random-resized crop samples the source pixels rather than an
+already-upsampled copy, and a 10,000-image pool costs its native size in memory, not 224 px.
+All randomness comes from the caller's generator: the same generator gives the same views.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn.functional as F
+
+RATIO = (3 / 4, 4 / 3)  # aspect-ratio range of the random crop (torchvision's default)
+
+
+def resize(pixels: torch.Tensor, size: int) -> torch.Tensor:
+    """[B, C, h, w] (uint8 or float, 0..255) -> float [B, C, size, size]; a no-op copy if already that size."""
+    x = pixels.float()
+    if x.shape[-2:] == (size, size):
+        return x
+    return F.interpolate(x, size=(size, size), mode="bicubic", align_corners=False, antialias=True).clamp_(0, 255)
+
+
+def crop_boxes(n: int, height: int, width: int, gen: torch.Generator, scale: tuple[float, float],
+               ratio: tuple[float, float] = RATIO) -> list[tuple[int, int, int, int]]:
+    """torchvision's RandomResizedCrop box sampling (10 tries, then the centre crop), from `gen`."""
+    area = height * width
+    log_r = (math.log(ratio[0]), math.log(ratio[1]))
+    boxes = []
+    for _ in range(n):
+        for _ in range(10):
+            u = torch.rand(4, generator=gen).tolist()
+            target = area * (scale[0] + (scale[1] - scale[0]) * u[0])
+            aspect = math.exp(log_r[0] + (log_r[1] - log_r[0]) * u[1])
+            w = int(round(math.sqrt(target * aspect)))
+            h = int(round(math.sqrt(target / aspect)))
+            if 0 < w <= width and 0 < h <= height:
+                top = int(u[2] * (height - h + 1))
+                left = int(u[3] * (width - w + 1))
+                boxes.append((top, left, h, w))
+                break
+        else:  # fall back to the whole image, as torchvision does (within the ratio range)
+            boxes.append((0, 0, height, width))
+    return boxes
+
+
+def random_views(pixels: torch.Tensor, size: int, gen: torch.Generator, scale: tuple[float, float] = (0.25, 1.0),
+                 hflip: bool = True) -> torch.Tensor:
+    """One random-resized crop (+ horizontal flip with p = 1/2) per image: float [B, C, size, size]."""
+    _, _, h, w = pixels.shape
+    boxes = crop_boxes(len(pixels), h, w, gen, scale)
+    flips = (torch.rand(len(pixels), generator=gen) < 0.5).tolist() if hflip else [False] * len(pixels)
+    out = torch.empty(len(pixels), pixels.shape[1], size, size)
+    for i, ((top, left, bh, bw), flip) in enumerate(zip(boxes, flips)):
+        crop = pixels[i:i + 1, :, top:top + bh, left:left + bw]
+        view = resize(crop, size)
+        out[i] = view[0].flip(-1) if flip else view[0]
+    return out
