@@ -92,6 +92,7 @@ def run(
     upstream: list[Path] = typer.Option([], "--upstream", help="PEFT LoRA folder(s) to compose instead of training upstream adapters."),
     tune: bool = typer.Option(False, "--tune", help="Pick hyperparameters from the method's grid on a validation draw."),
     profile: str = typer.Option("full", "--profile", help="full: the benchmark protocol (default, the only one ranked); smoke: a tiny version for tests and CI."),
+    tuned: bool = typer.Option(False, "--tuned", help="Use the configuration `lorabench tune` selected per (task, method) (from the results dir)."),
     executor: ExecutorKind = typer.Option(ExecutorKind.local, "--executor", help="local: in this process; ray: one Ray task per cell (pip install 'lorabench[ray]')."),
     cpus_per_run: float = typer.Option(1.0, "--cpus-per-run", help="Ray: CPUs reserved per cell and per upstream adapter."),
     gpus_per_run: float = typer.Option(0.0, "--gpus-per-run", help="Ray: GPUs reserved per cell (fractions share a GPU)."),
@@ -116,6 +117,10 @@ def run(
         device=device.value, data_dir=str(data_dir) if data_dir else None, results_dir=str(results_dir),
         cache_dir=str(cache_dir) if cache_dir else None,
     )
+    if tuned:
+        from lorabench.tuning import apply_tuned
+
+        cells = apply_tuned(cells, results_dir)
     if executor == ExecutorKind.local and (ray_address or cpus_per_run != 1.0 or gpus_per_run):
         raise ConfigError("--ray-address, --cpus-per-run and --gpus-per-run apply to --executor ray only.")
     runner = make_executor(executor.value, address=ray_address, cpus_per_run=cpus_per_run, gpus_per_run=gpus_per_run)
@@ -164,6 +169,37 @@ def run(
         for cfg, why in report.failed:
             err_console.print(f"  {cfg.cell_id()}: {escape(why)}")
         raise typer.Exit(1)
+
+
+@app.command()
+def tune(
+    method: list[str] = typer.Option(..., "--method", "-m", help="Method name(s) with a tune grid."),
+    task: list[str] = typer.Option(..., "--task", "-t", help="Task name(s)."),
+    k: Optional[str] = typer.Option(None, "--k", help="K values to average over (default: the task's grid, without 0 and all)."),
+    profile: str = typer.Option("full", "--profile", help="full or smoke."),
+    data_dir: Optional[Path] = typer.Option(None, "--data-dir", help="Local data folder; else $LORABENCH_DATA, else the hub."),
+    results_dir: Path = typer.Option(Path("results"), "--results-dir", help="The selection goes to <results-dir>/_tuning/<task>/."),
+    cache_dir: Optional[Path] = typer.Option(None, "--cache-dir", help="Upstream adapter store."),
+    device: Device = typer.Option(Device.cpu, "--device"),
+    n_val: int = typer.Option(50, "--n-val", min=1, help="Validation examples per class (in total for QA)."),
+) -> None:
+    """Select one configuration per (task, method) from the method's grid, averaged over the K grid, on a
+    validation draw disjoint from every support set and the test split (the paper's protocol)."""
+    from lorabench.tuning import select, write_selection
+
+    for task_name in dict.fromkeys(_split_names(task)):
+        for name in dict.fromkeys(_split_names(method)):
+            sel = select(task_name, name, profile, _parse_k(k), str(data_dir) if data_dir else None,
+                         str(cache_dir) if cache_dir else None, device.value, n_val)
+            path = write_selection(sel, results_dir)
+            table = _table("configuration", *[f"K = {kk}" for kk in sel["ks"]], "mean",
+                           title=f"{name} on {task_name} ({profile}): validation accuracy, {sel['n_val']} examples")
+            for label, per_k in sel["scores"].items():
+                mark = " (chosen)" if sel["mean"][label] == max(sel["mean"].values()) else ""
+                table.add_row(label + mark, *[f"{100 * per_k[kk]:.2f}" for kk in sel["ks"]],
+                              f"{100 * sel['mean'][label]:.2f}")
+            console.print(table)
+            console.print(f"chosen: {sel['chosen']} -> {path}; run it with `lorabench run ... --tuned`")
 
 
 class Listable(str, Enum):

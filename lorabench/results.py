@@ -50,6 +50,8 @@ def load_results(results_dir: str | os.PathLike) -> tuple[list[ResultRecord], li
     """Every valid record under `results_dir`, plus the paths of files that did not validate."""
     records, bad = [], []
     for path in sorted(Path(results_dir).rglob("*.json")):
+        if "_tuning" in path.relative_to(Path(results_dir)).parts:  # hyperparameter selections, not records
+            continue
         rec = read_result(path)
         (records.append(rec) if rec is not None else bad.append(path))
     return records, bad

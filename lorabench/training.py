@@ -110,11 +110,12 @@ def _check(loss: torch.Tensor, what: str, step: int) -> float:
 
 def train_head(head: nn.Module, bank: torch.Tensor, split: Split, hp: dict[str, Any], gen: torch.Generator,
                epochs: int | None = None) -> float:
-    """Train only the head on frozen features `bank` ([V, n, d]: epoch e uses view e mod V) for
-    `head_epochs` passes over the support set, AdamW + the recipe's schedule; returns the last epoch's loss."""
+    """Train only the head on frozen features `bank` ([V, n, ...]: V views, epoch e uses view e mod V; see
+    `support_bank`) for `head_epochs` passes over the support set, AdamW + the recipe's schedule; returns the
+    last epoch's loss."""
     epochs = hp["head_epochs"] if epochs is None else epochs
-    if bank.dim() == 2:
-        bank = bank[None]
+    if len(bank) and bank.shape[1] != len(split):
+        raise ValueError(f"bank of shape {tuple(bank.shape)} is not [views, {len(split)}, ...]")
     dev = next(head.parameters()).device
     n = len(split)
     total = epochs * math.ceil(n / hp["batch_size"])

@@ -87,7 +87,7 @@ def train_upstream_adapter(backbone_name: str, up: UpstreamSpec, prep: Preproces
     if recipe.probe_epochs:  # the probe is also the head's warm start, as downstream
         seed_everything(backbone_name, up.name, recipe.seed, "probe-init")
         probe_head = backbone.make_head(split.num_classes).to(device)
-        train_head(probe_head, extract_features(backbone, split, cache=False), split,
+        train_head(probe_head, extract_features(backbone, split, cache=False)[None], split,
                    {**hp, "head_epochs": recipe.probe_epochs}, generator(backbone_name, up.name, recipe.seed, "probe"))
         if len(heldout):
             probe = float((predict(backbone, probe_head, heldout, extract_features(backbone, heldout, cache=False))

@@ -171,3 +171,51 @@ def test_smoke_records_are_shown_apart_and_never_ranked(smoke_records, tmp_path)
     assert "Upstream modules: their own scores" in page
     index = report.index.read_text()
     assert "not ranked (smoke)" in index and "not benchmark results" in index
+
+
+def test_qa_tasks_follow_the_same_recipe_on_the_smoke_profile(shared_data, tmp_path):
+    """Multiple-choice QA through the same code path: upstream probe + LoRA, head warm-up, end-to-end steps."""
+    cells = expand_grid(["uniform_composition", "learned_composition"], ["arc_easy"], [2], [0], None, profile="smoke",
+                        data_dir=str(shared_data), results_dir=str(tmp_path / "r"), cache_dir=str(tmp_path / "c"))
+    report = run_grid(cells)
+    assert not report.failed, report.failed
+    recs = {r.method: r for r in report.done}
+    assert recs["learned_composition"].extras["training"]["steps"] == get_task("arc_easy", "smoke").recipe.steps(2)
+    for rec in recs.values():
+        assert rec.n_support == 2 and rec.n_test <= SMOKE.max_test_examples + 4 and rec.extras["training"]["head_loss"] > 0
+        quality = rec.config["upstream_quality"]
+        assert [q["name"] for q in quality] == ["sciq", "csqa", "quail"]
+        assert all(q["n_heldout"] > 0 and 0 <= q["probe_accuracy"] <= 1 for q in quality)
+
+
+def test_tune_selects_one_configuration_per_task_on_data_no_support_set_uses(quick_task, tmp_path):
+    import subprocess
+    import sys
+
+    from lorabench.data import load_examples, sample_support
+    from lorabench.seeding import derive_seed
+    from lorabench.tuning import apply_tuned, validation_draw
+
+    task = get_task(quick_task)
+    labels = load_examples(task.downstream.train).labels
+    val, pool = validation_draw(labels, task.name, task.k_grid, task.seeds, True, 20)
+    for k in task.k_grid:
+        for seed in task.seeds:
+            used = sample_support(labels, k, derive_seed(task.name, k, seed, "support"), True)
+            assert not set(used) & (set(val) | set(pool))
+    assert len(val) == 40 and not set(val) & set(pool)
+    res = tmp_path / "r"
+    cli = [sys.executable, "-m", "lorabench.cli"]
+    out = subprocess.run(cli + ["tune", "-m", "classifier_tuning", "-t", quick_task, "--n-val", "20",
+                                "--results-dir", str(res)], capture_output=True, text=True, timeout=300)
+    assert out.returncode == 0, out.stdout + out.stderr
+    sel = json.loads((res / "_tuning" / quick_task / "classifier_tuning__full.json").read_text())
+    assert set(sel["scores"]) == {"head_lr=0.001", "head_lr=0.01", "head_lr=0.1"} and sel["ks"] == ["1", "5"]
+    best = max(sel["mean"].values())
+    assert sel["mean"][f"head_lr={sel['chosen']['head_lr']}"] == best and sel["n_val"] == 40
+    for label, per_k in sel["scores"].items():
+        assert sel["mean"][label] == pytest.approx(sum(per_k.values()) / 2)  # averaged over the K grid
+    cells = apply_tuned(expand_grid(["classifier_tuning", "uniform_composition"], [quick_task], [1], [0], None,
+                                    results_dir=str(res)), res)
+    assert cells[0].hparams == sel["chosen"] and cells[1].hparams == {}
+    assert load_results(res) == ([], [])  # the selection is not taken for a result record
