@@ -123,7 +123,7 @@ def expected_cells(results: Path, task: str) -> dict[tuple[str, str, str], list[
 
 
 def fmt(values: list[float]) -> tuple[str, str]:
-    return f"{100 * statistics.fmean(values):.2f}", f"{100 * statistics.pstdev(values):.2f}"
+    return f"{100 * statistics.fmean(values):.2f}", f"{100 * (statistics.stdev(values) if len(values) > 1 else 0.0):.2f}"
 
 
 # --- fixtures ----------------------------------------------------------------------------------
