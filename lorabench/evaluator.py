@@ -86,6 +86,15 @@ def reproduce_command(cfg: RunConfig) -> str:
     return " ".join(parts)
 
 
+def method_context(task: TaskSpec, backbone: str, device: str, num_classes: int, seed: int, view_seed: int,
+                   adapters: list) -> MethodContext:
+    """What a method gets in `prepare`: a fresh backbone copy, the adapters, and the cell's seeds."""
+    up = task.upstream_training
+    return MethodContext(backbone=create_backbone(backbone, device), num_classes=num_classes, seed=seed,
+                         view_seed=view_seed, adapters=adapters, lora_rank=up.rank, lora_alpha=up.alpha,
+                         task_name=task.name)
+
+
 def _evaluate(method_cls: type[Method], hparams: dict, ctx_factory: Callable[[], MethodContext], support: Split,
               test: Split) -> tuple[Method, float, dict[str, float]]:
     t = {}
@@ -138,9 +147,8 @@ def run_cell(cfg: RunConfig, on_event: Callable[..., None] | None = None) -> Res
     view_seed = derive_seed(task.name, cfg.k, cfg.seed, "views")
 
     def ctx_factory() -> MethodContext:
-        return MethodContext(backbone=create_backbone(cfg.backbone, cfg.device), num_classes=support.num_classes
-                             if len(support) else test.num_classes, seed=init_seed, view_seed=view_seed,
-                             adapters=adapters, lora_rank=up_rec.rank, lora_alpha=up_rec.alpha, task_name=task.name)
+        return method_context(task, cfg.backbone, cfg.device, support.num_classes if len(support) else test.num_classes,
+                              init_seed, view_seed, adapters)
 
     extras: dict[str, Any] = {}
     if cfg.tune and method_cls.tune_grid and len(support):

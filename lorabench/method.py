@@ -169,7 +169,7 @@ class EndToEndMethod(Method):
 
     @classmethod
     def known_hparams(cls) -> dict[str, Any]:
-        return {**Recipe().model_dump(mode="json"), "lr": 1e-3, **cls.defaults}
+        return {"lr": 1e-3, **super().known_hparams()}  # a method's own `defaults` still win
 
     def backbone_params(self) -> list[nn.Parameter]:
         raise NotImplementedError

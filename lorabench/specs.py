@@ -76,6 +76,14 @@ class Preprocessing(_Strict):
     max_length: int | None = Field(None, gt=0)
 
 
+def step_budget(n: int, batch_size: int, epochs: int, min_steps: int = 0, max_steps: int | None = None) -> int:
+    """`epochs` passes over n examples in batches, within [min_steps, max_steps] (0 for no examples)."""
+    if n == 0:
+        return 0
+    total = epochs * -(-n // batch_size)
+    return max(min_steps, min(max_steps, total) if max_steps else total)
+
+
 class Recipe(_Strict):
     """The few-shot training recipe, shared by every method of a task (written in the task YAML, defaults here).
 
@@ -102,8 +110,7 @@ class Recipe(_Strict):
 
     def steps(self, n_support: int) -> int:
         """End-to-end steps for a support set of n examples: `epochs` passes, within [min_steps, max_steps]."""
-        per_epoch = -(-n_support // self.batch_size)
-        return max(self.min_steps, min(self.max_steps, self.epochs * per_epoch)) if n_support else 0
+        return step_budget(n_support, self.batch_size, self.epochs, self.min_steps, self.max_steps)
 
     @field_validator("crop_scale")
     @classmethod
@@ -137,8 +144,7 @@ class UpstreamRecipe(_Strict):
     seed: int = 0
 
     def steps(self, n_train: int) -> int:
-        total = self.epochs * -(-n_train // self.batch_size)
-        return min(total, self.max_steps) if self.max_steps else total
+        return step_budget(n_train, self.batch_size, self.epochs, 0, self.max_steps)
 
 
 class ProfileOverrides(_Strict):

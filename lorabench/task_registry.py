@@ -14,6 +14,7 @@ import yaml
 from pydantic import ValidationError
 
 from lorabench.errors import SpecError, UnknownNameError
+from lorabench.profiles import resolve
 from lorabench.specs import TaskSpec
 
 
@@ -66,8 +67,6 @@ def get_task(name: str, profile: str = "full") -> TaskSpec:
         raise UnknownNameError("task", name, tasks)
     key = (name, profile, id(tasks[name]))
     if key not in _RESOLVED:
-        from lorabench.profiles import resolve
-
         _RESOLVED[key] = resolve(tasks[name], profile)
     return _RESOLVED[key]
 

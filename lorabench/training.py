@@ -21,6 +21,7 @@ from lorabench.data import Split
 from lorabench.errors import TrainingError
 from lorabench.hashing import digest_json, digest_module
 from lorabench.seeding import generator
+from lorabench.specs import step_budget
 from lorabench.views import random_views
 
 _FEATURES: dict[str, torch.Tensor] = {}
@@ -138,11 +139,8 @@ def train_head(head: nn.Module, bank: torch.Tensor, split: Split, hp: dict[str, 
 
 
 def end_to_end_steps(n: int, hp: dict[str, Any]) -> int:
-    """The recipe's step budget: `epochs` passes over n examples, within [min_steps, max_steps]."""
-    if n == 0:
-        return 0
-    total = hp["epochs"] * math.ceil(n / hp["batch_size"])
-    return max(hp.get("min_steps") or 0, min(hp["max_steps"], total) if hp.get("max_steps") else total)
+    """The recipe's step budget (`lorabench.specs.step_budget`) from a method's hyperparameters."""
+    return step_budget(n, hp["batch_size"], hp["epochs"], hp.get("min_steps") or 0, hp.get("max_steps"))
 
 
 def train_end_to_end(backbone: Backbone, head: nn.Module, groups: list[dict], split: Split, hp: dict[str, Any],

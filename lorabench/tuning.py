@@ -22,9 +22,9 @@ import numpy as np
 from lorabench.backbones import create_backbone
 from lorabench.data import load_examples, sample_support
 from lorabench.errors import ConfigError
-from lorabench.evaluator import _evaluate, encode_cached, require_fit
+from lorabench.evaluator import _evaluate, encode_cached, method_context, require_fit
 from lorabench.identity import identify
-from lorabench.method import METHODS, MethodContext
+from lorabench.method import METHODS
 from lorabench.results import write_json_atomic
 from lorabench.seeding import derive_seed, seed_everything
 from lorabench.specs import KValue, RunConfig
@@ -84,29 +84,26 @@ def select(task_name: str, method: str, profile: str = "full", ks: list[KValue] 
     adapters = ensure_upstream_adapters(task, task.backbone, data_dir, cache_dir, device) \
         if method_cls.needs_upstream else []
     grid = method_cls.tune_grid
+    configs = {", ".join(f"{k}={v}" for k, v in zip(grid, combo)): dict(zip(grid, combo))
+               for combo in itertools.product(*grid.values())}
     scores: dict[str, dict[str, float]] = {}
-    for combo in itertools.product(*grid.values()):
-        label = ", ".join(f"{k}={v}" for k, v in zip(grid, combo))
-        hp = method_cls.resolve_hparams(dict(zip(grid, combo)), task)
+    for label, config in configs.items():
+        hp = method_cls.resolve_hparams(config, task)
         scores[label] = {}
         for k in grid_ks:
             sub = sample_support(train_ex.labels[pool], k, derive_seed(task.name, k, "tune-support"), per_class)
             support = encode_cached(backbone, train_ex, pool[sub], task.preprocessing)
 
-            def ctx(k=k, support=support) -> MethodContext:
-                return MethodContext(backbone=create_backbone(task.backbone, device), num_classes=support.num_classes,
-                                     seed=derive_seed(task.name, k, "tune-init"),
-                                     view_seed=derive_seed(task.name, k, "tune-views"), adapters=adapters,
-                                     lora_rank=task.upstream_training.rank, lora_alpha=task.upstream_training.alpha,
-                                     task_name=task.name)
+            def ctx(k=k, support=support):
+                return method_context(task, task.backbone, device, support.num_classes,
+                                      derive_seed(task.name, k, "tune-init"), derive_seed(task.name, k, "tune-views"),
+                                      adapters)
 
             seed_everything(task.name, k, "tune-global")
             _, acc, _ = _evaluate(method_cls, hp, ctx, support, val)
             scores[label][str(k)] = acc
     means = {label: float(np.mean(list(per_k.values()))) for label, per_k in scores.items()}
-    best = max(means, key=means.get)  # ties: the first in grid order
-    chosen = dict(zip(grid, next(c for c in itertools.product(*grid.values())
-                                 if ", ".join(f"{k}={v}" for k, v in zip(grid, c)) == best)))
+    chosen = configs[max(means, key=means.get)]  # ties: the first in grid order
     probe = RunConfig(task=task_name, method=method, backbone=task.backbone, k=grid_ks[0], seed=0, profile=profile)
     return {"task": task_name, "method": method, "profile": profile, "grid": grid, "ks": [str(k) for k in grid_ks],
             "n_val": len(val_idx), "n_pool": int(len(pool)), "scores": scores, "mean": means, "chosen": chosen,
