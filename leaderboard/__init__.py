@@ -1,7 +1,8 @@
 """The static leaderboard: every result JSON under a folder -> an index page + one page per task.
 
 Plain functions group records into the paper's table (rows = method configurations, columns = K,
-cells = mean ± std over seeds), compute SVG geometry, and render the jinja2 templates beside this
+cells = mean ± std over seeds), decide which cells the seeds back as best (paired by seed, see
+`mark_columns`), compute SVG geometry, and render the jinja2 templates beside this
 file with autoescape on, since every string in a result file is untrusted. Pages inline their CSS
 and SVG, so the site opens from disk with no server and no network.
 
@@ -13,6 +14,7 @@ from __future__ import annotations
 
 import json
 import math
+import os
 import re
 from collections import defaultdict
 from datetime import datetime, timezone
@@ -25,8 +27,10 @@ from pydantic import BaseModel
 
 import lorabench
 from lorabench.errors import ConfigError, LorabenchError
+from lorabench.hashing import digest_json
 from lorabench.results import load_results
 from lorabench.specs import ResultRecord, TaskSpec, k_order
+from lorabench.stats import PairedComparison, compare
 
 TEMPLATES = Path(__file__).parent / "templates"
 # Fields of a record's config that pick a configuration of a method (besides task/method/backbone,
@@ -34,6 +38,10 @@ TEMPLATES = Path(__file__).parent / "templates"
 VARIANT_FIELDS = ("hparams", "upstream_dirs", "tune", "data_source")  # data_source: local pack vs hub copy
 PALETTE = ["#4e79a7", "#f28e2b", "#59a14f", "#e15759", "#76b7b2", "#b07aa1", "#edc948", "#9c755f",
            "#ff9da7", "#bab0ac"]
+# The range a record's value must lie in, per metric; anything else is left out and listed on the index.
+METRIC_RANGES = {"accuracy": (0.0, 1.0)}
+# Task names kept as page names; any other name gets a shortened slug plus a digest (see _slug).
+SAFE_NAME = re.compile(r"[A-Za-z0-9_.-]{1,100}")
 # Sequential blues for the heatmap, light (low weight) to dark (high weight).
 HEAT_STOPS = [(0.0, (0xf1, 0xf6, 0xfc)), (0.35, (0x9e, 0xc5, 0xe6)), (0.7, (0x3d, 0x85, 0xc6)),
               (1.0, (0x0b, 0x3c, 0x7d))]
@@ -48,7 +56,9 @@ class Cell(BaseModel):
     missing_seeds: list[int] = []
     mean: float | None = None
     std: float | None = None
-    best: bool = False
+    best: bool = False  # bold: its paired 95% CI against the column's runner-up is above zero
+    tied: bool = False  # the seeds cannot separate it from the column's best mean (see mark_columns)
+    versus: str = ""  # its paired comparison with the column's best (or, for the best, its runner-up), in words
     notes: list[str] = []  # disagreements, in words
     commands: list[str] = []
 
@@ -74,6 +84,16 @@ class Row(BaseModel):
     command: str = ""
     cell_commands: list[str] = []
     heatmaps: list[Heatmap] = []
+
+
+class ColumnMark(BaseModel):
+    """What one K column of a full-profile table decides: a best method, a tie, one method alone, or nothing."""
+
+    k: str
+    status: str = "none"  # "best" | "tied" | "alone" | "none" | "unranked" (smoke and other small profiles)
+    rows: list[Row] = []  # the bold row ("best"), the tied rows, best mean first ("tied"), the only row ("alone")
+    top_mean: float | None = None
+    detail: str = ""  # why, in words: the paired comparison of the best mean with the runner-up
 
 
 class Provenance(BaseModel):
@@ -121,7 +141,8 @@ class TaskPage(BaseModel):
     ks: list[str]
     seeds: list[int]
     rows: list[Row]
-    best: dict[str, list[Row]]
+    best: dict[str, list[Row]]  # per K: the bold row (at most one), only where the seeds back it
+    marks: dict[str, ColumnMark] = {}
     plot: dict[str, Any]
     flags: list[str]
     provenance: Provenance
@@ -135,6 +156,7 @@ class SiteReport(BaseModel):
     pages: list[Path]
     n_records: int
     bad_files: list[Path]
+    bad_records: list[str] = []  # "<cell id> (config <hash>): why", for records left out for their values
     flags: int
 
 
@@ -144,6 +166,22 @@ class SiteReport(BaseModel):
 def pct(x: float | None) -> str:
     """Accuracy as the paper prints it: a percentage with two decimals."""
     return "n/a" if x is None or not math.isfinite(x) else f"{100 * x:.2f}"
+
+
+def record_problem(rec: ResultRecord) -> str | None:
+    """Why a record's numbers cannot be shown (None if they can). Pydantic reads NaN and Infinity from
+    JSON as floats, and one such value (or a -3.5 accuracy) would poison every mean it enters."""
+    if rec.metric not in METRIC_RANGES:
+        return f"metric {rec.metric!r} is not one the leaderboard can show ({', '.join(METRIC_RANGES)})"
+    lo, hi = METRIC_RANGES[rec.metric]
+    if not (math.isfinite(rec.value) and lo <= rec.value <= hi):
+        return f"value {rec.value} is not a finite {rec.metric} in [{lo:g}, {hi:g}]"
+    if rec.n_test < 1:
+        return f"n_test {rec.n_test} is not a positive number of test examples"
+    for field in ("n_support", "trainable_params", "head_params"):
+        if getattr(rec, field) < 0:
+            return f"{field} {getattr(rec, field)} is negative"
+    return None
 
 
 def variant_of(rec: ResultRecord) -> dict[str, Any]:
@@ -237,14 +275,79 @@ def build_rows(records: list[ResultRecord], ks: list[str], seeds: list[int]) -> 
     for i, row in enumerate(rows):
         row.anchor = f"row-{i}"
         row.color = PALETTE[i % len(PALETTE)]
-    for k in ks:
-        means = [r.cells[k].mean for r in rows if r.cells[k].mean is not None]
-        for r in rows:
-            r.cells[k].best = bool(means) and r.cells[k].mean is not None and math.isclose(r.cells[k].mean, max(means))
     for r in rows:
         for c in r.cells.values():
             flags += [f"{r.method} K={c.k}: {n}" for n in c.notes if "same config" in n]
     return rows, flags
+
+
+def _pts(x: float | None) -> str:
+    """A difference of accuracies in percentage points, signed."""
+    return "n/a" if x is None or not math.isfinite(x) else f"{100 * x:+.2f}"
+
+
+def _paired(a: Row, b: Row, k: str) -> PairedComparison | None:
+    """a - b at K, paired by seed; None across backbones (a seed fixes the support set and head init only
+    on one backbone, so scores from two backbones are not pairs)."""
+    return compare(a.cells[k].values, b.cells[k].values) if a.backbone == b.backbone else None
+
+
+def _decided(c: PairedComparison | None) -> bool:
+    """Whether the seeds back `a` over `b`: n >= 2 matched seeds and the paired 95% t interval above zero."""
+    return c is not None and c.n >= 2 and c.ci_low is not None and c.ci_low > 0
+
+
+def _describe(c: PairedComparison | None, a: Row, b: Row) -> str:
+    label_a, label_b = row_label(a), row_label(b)
+    if c is None:
+        return f"{label_a} ({a.backbone}) and {label_b} ({b.backbone}) ran on different backbones: not paired"
+    dropped = (f"; seed(s) {', '.join(map(str, c.dropped))} left out, run by one side only" if c.dropped else "")
+    if c.n < 2:
+        return (f"{label_a} − {label_b}: {c.n} seed(s) run by both, too few for an interval (n ≥ 2 needed)"
+                + dropped)
+    return (f"{label_a} − {label_b} = {_pts(c.mean_diff)} pts, paired 95% CI [{_pts(c.ci_low)}, {_pts(c.ci_high)}] "
+            f"over {c.n} seeds (wins/ties/losses {c.wins}/{c.ties}/{c.losses}){dropped}")
+
+
+def mark_columns(rows: list[Row], ks: list[str]) -> dict[str, ColumnMark]:
+    """Per K column: the best mean is bold only when its paired 95% CI against the runner-up (the second-best
+    mean) lies above zero over matched seeds (n >= 2). Otherwise nothing is bold and the best, with every row
+    whose paired CI against it holds zero or cannot be computed (n < 2, another backbone), is 'tied'.
+    Means alone would crown whichever method a seed or two happened to favour."""
+    marks = {}
+    for k in ks:
+        ranked = sorted((r for r in rows if r.cells[k].mean is not None), key=lambda r: -r.cells[k].mean)
+        if not ranked:
+            marks[k] = ColumnMark(k=k)
+            continue
+        top = ranked[0]
+        mark = ColumnMark(k=k, top_mean=top.cells[k].mean)
+        if len(ranked) == 1:
+            mark.status, mark.rows = "alone", [top]
+            mark.detail = f"K={k}: only {row_label(top)} was run; nothing to compare it with."
+            marks[k] = mark
+            continue
+        runner = ranked[1]
+        c = _paired(top, runner, k)
+        top.cells[k].versus = "vs runner-up: " + _describe(c, top, runner)
+        if _decided(c):
+            top.cells[k].best = True
+            mark.status, mark.rows = "best", [top]
+            mark.detail = f"K={k}: {row_label(top)} is best. " + _describe(c, top, runner) + "."
+        else:
+            tied = [top]
+            for r in ranked[1:]:
+                cr = c if r is runner else _paired(top, r, k)
+                r.cells[k].versus = "vs best mean: " + _describe(cr, top, r)
+                if not _decided(cr):
+                    tied.append(r)
+            for r in tied:
+                r.cells[k].tied = True
+            mark.status, mark.rows = "tied", tied
+            mark.detail = (f"K={k}: no method is ahead. " + _describe(c, top, runner) + f"; tied: "
+                           + ", ".join(row_label(r) for r in tied) + ".")
+        marks[k] = mark
+    return marks
 
 
 def _flag_clashes(rows: list[Row], ks: list[str]) -> None:
@@ -375,7 +478,7 @@ def _heatmaps(recs: list[ResultRecord]) -> list[Heatmap]:
             w = np.array([[r.extras["learned_weights"][m] for m in matrices] for r in same], dtype=float).mean(0)
         except (ValueError, TypeError):
             continue
-        if w.shape != (len(matrices), len(upstream)) or not matrices:
+        if w.shape != (len(matrices), len(upstream)) or not matrices or not np.isfinite(w).all():
             continue
         out.append(Heatmap(k=k, n_seeds=len(same), svg=heatmap_svg(matrices, upstream, w)))
     return out
@@ -411,11 +514,18 @@ def _task_spec(name: str) -> TaskSpec | None:
 
 
 def _slug(name: str, taken: set[str]) -> str:
-    base = re.sub(r"[^A-Za-z0-9_.-]+", "-", name).strip("-.") or "task"
+    """A page name any filesystem accepts: short plain names as they are (links to them stay stable),
+    others cut to 60 safe characters plus a digest of the full name, so distinct names stay distinct.
+    `taken` holds lower-cased slugs, since some filesystems ignore case."""
+    if SAFE_NAME.fullmatch(name):
+        base = name
+    else:
+        cut = re.sub(r"[^A-Za-z0-9_.-]+", "-", name).strip("-.")[:60].rstrip("-.")
+        base = f"{cut or 'task'}-{digest_json(name, 10)}"
     slug, i = base, 2
-    while slug in taken:
+    while slug.lower() in taken:
         slug, i = f"{base}-{i}", i + 1
-    taken.add(slug)
+    taken.add(slug.lower())
     return slug
 
 
@@ -442,10 +552,10 @@ def task_page(name: str, records: list[ResultRecord], file: str, profile: str = 
     ks = sorted(seen_ks | ({str(k) for k in spec.k_grid} if spec else set()), key=k_order)
     seeds = list(spec.seeds) if spec else sorted({r.seed for r in records})
     rows, flags = build_rows(records, ks, seeds)
-    if profile != "full":  # never ranked: a smoke number is a test of the pipeline, not a benchmark result
-        for r in rows:
-            for c in r.cells.values():
-                c.best = False
+    if profile == "full":
+        marks = mark_columns(rows, ks)
+    else:  # never ranked: a smoke number is a test of the pipeline, not a benchmark result
+        marks = {k: ColumnMark(k=k, status="unranked") for k in ks}
         flags.insert(0, f"These are {profile}-profile records: a small version of the protocol for tests and CI. "
                         "They are not benchmark results and are never ranked or averaged with full-profile ones.")
     best = {k: [r for r in rows if r.cells[k].best] for k in ks}
@@ -466,7 +576,7 @@ def task_page(name: str, records: list[ResultRecord], file: str, profile: str = 
     return TaskPage(
         name=name, profile=profile, upstream_checks=checks, stale=stale_rows, file=file, setting=latest.setting, suite=latest.suite,
         backbones=sorted({r.backbone for r in records}), metric=latest.metric, registered=spec is not None,
-        spec=spec.model_dump(mode="json") if spec else None, ks=ks, seeds=seeds, rows=rows, best=best,
+        spec=spec.model_dump(mode="json") if spec else None, ks=ks, seeds=seeds, rows=rows, best=best, marks=marks,
         plot=accuracy_plot(rows, ks), flags=flags, provenance=provenance(records),
     )
 
@@ -475,6 +585,7 @@ def _stale_only_page(name: str, profile: str, stale: list[tuple[ResultRecord, st
     """A task whose every record is stale: an empty table, the stale list, and a flag saying so."""
     page = task_page(name, [r for r, _ in stale], file, profile, stale)
     page.rows, page.best = [], {k: [] for k in page.ks}
+    page.marks = {k: ColumnMark(k=k, status="unranked" if profile != "full" else "none") for k in page.ks}
     page.plot = accuracy_plot([], page.ks)
     return page
 
@@ -488,15 +599,47 @@ def environment() -> jinja2.Environment:
     return env
 
 
+def _check_out_dir(out_dir: Path) -> None:
+    """Fail before anything is written if the site cannot go into `out_dir` (a file, or not writable)."""
+    if out_dir.exists() or out_dir.is_symlink():
+        if not out_dir.is_dir():
+            raise ConfigError(f"--out {out_dir} exists and is {'a file' if out_dir.is_file() else 'not a folder'}: "
+                              "give the folder the site should be written into (it is created if missing).")
+        where = out_dir
+    else:
+        where = out_dir.parent
+        while not (where.exists() or where.is_symlink()):
+            where = where.parent
+        if not where.is_dir():
+            raise ConfigError(f"--out {out_dir} cannot be created: {where} is not a folder.")
+    if not os.access(where, os.W_OK | os.X_OK):
+        raise ConfigError(f"--out {out_dir}: {where} is not writable by this user.")
+
+
+def _check_targets(paths: list[Path], out_dir: Path) -> None:
+    """Refuse to write through a link, into a FIFO (it would block) or over a folder left in `out_dir`."""
+    for path in paths:
+        if path.is_symlink() or (path.exists() and not path.is_file()):
+            raise ConfigError(f"--out {out_dir}: {path} exists and is not a regular file; remove it or choose "
+                              "another --out.")
+
+
 def build_site(results_dir: str | Path, out_dir: str | Path) -> SiteReport:
     """Render every valid record under `results_dir` into `out_dir` (index.html + task-<name>.html)."""
     results_dir, out_dir = Path(results_dir), Path(out_dir)
     if not results_dir.is_dir():
         raise ConfigError(f"--results-dir {results_dir}: no such folder (it should hold <task>/*.json result files "
                           "written by `lorabench run`).")
-    records, bad = load_results(results_dir)
+    _check_out_dir(out_dir)
+    loaded, bad = load_results(results_dir)
+    records, bad_records = [], []
+    for r in loaded:
+        why = record_problem(r)
+        (bad_records.append(f"{r.cell_id} (config {r.config_hash}): {why}") if why else records.append(r))
     if not records:
         extra = f"; {len(bad)} JSON file(s) there did not validate as result records" if bad else ""
+        if bad_records:
+            extra += f"; {len(bad_records)} record(s) hold values that cannot be shown, e.g. {bad_records[0]}"
         raise ConfigError(f"No result records under {results_dir}{extra}. Run `lorabench run ... --results-dir "
                           f"{results_dir}` first.")
     from lorabench.identity import staleness
@@ -517,15 +660,18 @@ def build_site(results_dir: str | Path, out_dir: str | Path) -> SiteReport:
                      _stale_only_page(t, profile, stale[(t, profile)], file))
     env = environment()
     meta = {"generated": datetime.now(timezone.utc).isoformat(timespec="seconds"), "version": lorabench.__version__,
-            "results_dir": str(results_dir), "bad_files": [str(p) for p in bad]}
-    out_dir.mkdir(parents=True, exist_ok=True)
-    written = []
-    for page in pages:
-        path = out_dir / page.file
-        path.write_text(env.get_template("task.html").render(page=page, pages=pages, meta=meta), encoding="utf-8")
-        written.append(path)
+            "results_dir": str(results_dir), "bad_files": [str(p) for p in bad], "bad_records": bad_records}
     index = out_dir / "index.html"
-    index.write_text(env.get_template("index.html").render(pages=pages, meta=meta, provenance=provenance(records)),
-                     encoding="utf-8")
+    written = [out_dir / page.file for page in pages]
+    _check_targets([index, *written], out_dir)
+    html = [env.get_template("task.html").render(page=page, pages=pages, meta=meta) for page in pages]
+    html.append(env.get_template("index.html").render(pages=pages, meta=meta, provenance=provenance(records)))
+    path = out_dir
+    try:
+        out_dir.mkdir(parents=True, exist_ok=True)
+        for path, text in zip([*written, index], html):
+            path.write_text(text, encoding="utf-8")
+    except OSError as exc:
+        raise ConfigError(f"--out {out_dir}: cannot write {path}: {exc.strerror or exc}.") from None
     return SiteReport(out_dir=out_dir, index=index, pages=written, n_records=len(records), bad_files=bad,
-                      flags=sum(len(p.flags) for p in pages))
+                      bad_records=bad_records, flags=sum(len(p.flags) for p in pages))

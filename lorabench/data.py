@@ -16,7 +16,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from lorabench.errors import ConfigError, DataNotFoundError
+from lorabench.errors import ConfigError, DataError, DataNotFoundError
 from lorabench.hashing import digest_bytes
 from lorabench.seeding import derive_seed
 from lorabench.specs import DatasetRef, KValue
@@ -73,8 +73,7 @@ def _load_raw(ref: DatasetRef, data_dir: Path | None):
     if data_dir is not None:
         path = data_dir / ref.name / f"{ref.split}.parquet"
         if path.is_file():
-            ds = datasets.load_dataset("parquet", data_files={ref.split: str(path)}, split=ref.split)
-            return ds, f"local:{ref.name}/{ref.split}.parquet"
+            return _read_parquet(path, ref.split), f"local:{ref.name}/{ref.split}.parquet"
         looked.append(f"{path} (no such file)")
     else:
         looked.append(f"no local data dir (neither --data-dir nor ${DATA_ENV} is set)")
@@ -97,6 +96,25 @@ def _load_raw(ref: DatasetRef, data_dir: Path | None):
         f"Fix: point --data-dir (or ${DATA_ENV}) at a folder holding {ref.name}/{ref.split}.parquet "
         f"(the Hugging Face parquet layout), or run with internet access so the hub copy can be downloaded."
     )
+
+
+def _read_parquet(path: Path, split: str):
+    """A local Parquet file, or a DataError naming it and what is wrong (empty, truncated, not Parquet)."""
+    import datasets
+    import pyarrow.parquet as pq
+
+    if path.stat().st_size == 0:
+        raise DataError(f"Data file {path} is empty (0 bytes); restore it from the data pack.")
+    try:
+        pq.read_metadata(path)  # footer check: catches truncated or non-Parquet files in milliseconds
+    except Exception as exc:  # pyarrow raises ArrowInvalid / OSError variants
+        raise DataError(f"Data file {path} is not a readable Parquet file ({type(exc).__name__}: "
+                        f"{str(exc).splitlines()[0][:200]}); it may be truncated. Restore it from the data pack.") from None
+    try:
+        return datasets.load_dataset("parquet", data_files={split: str(path)}, split=split)
+    except Exception as exc:
+        raise DataError(f"Data file {path} could not be loaded ({type(exc).__name__}: "
+                        f"{str(exc).splitlines()[0][:200]}).") from None
 
 
 # --- hub copies -> the local layout ---------------------------------------------------------------
@@ -197,8 +215,8 @@ def _load_examples_cached(ref_json: str, data_dir: str | None) -> Examples:
     ref = DatasetRef.model_validate_json(ref_json)
     ds, source = _load_raw(ref, Path(data_dir) if data_dir else None)
     if ref.label_column not in ds.column_names:
-        raise ConfigError(
-            f"Dataset {ref.name!r} has no label column {ref.label_column!r}; columns: {ds.column_names}."
+        raise DataError(
+            f"Dataset {source} has no label column {ref.label_column!r}; its columns: {ds.column_names}."
         )
     if ref.image_column != "image" and ref.image_column in ds.column_names:  # backbones read "image"
         ds = ds.rename_column(ref.image_column, "image")

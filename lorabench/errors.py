@@ -32,6 +32,10 @@ class DataNotFoundError(LorabenchError):
     """A dataset that is neither in the data dir nor reachable on the hub."""
 
 
+class DataError(LorabenchError):
+    """A data file that exists but cannot be used (empty, truncated, wrong columns); the message names it."""
+
+
 class AdapterError(LorabenchError):
     """A LoRA adapter on disk that is corrupt or does not fit the backbone."""
 

@@ -30,12 +30,13 @@ from lorabench.data import Examples, Split, load_examples, sample_support
 from lorabench.errors import ConfigError
 from lorabench.executors import Executor, LocalExecutor
 from lorabench.method import METHODS, Method, MethodContext
-from lorabench.results import is_done, write_result
+from lorabench.results import SCHEMA_VERSION, move_aside, record_state, write_result
 from lorabench.seeding import derive_seed, seed_everything
 from lorabench.specs import KValue, Preprocessing, ResultRecord, RunConfig, TaskSpec, Timings, k_order
-from lorabench.task_registry import get_task
 from lorabench.identity import PROTOCOL_VERSION, identify
+from lorabench.task_registry import get_task
 from lorabench.upstream import UpstreamJob, ensure_upstream_adapter, ensure_upstream_adapters, is_complete, upstream_jobs
+from lorabench.validation import check_grid
 
 _ENCODED: dict[str, Split] = {}
 
@@ -257,6 +258,9 @@ class GridReport:
     done: list[ResultRecord] = field(default_factory=list)
     skipped: list[RunConfig] = field(default_factory=list)
     failed: list[tuple[RunConfig, str]] = field(default_factory=list)
+    left: list[RunConfig] = field(default_factory=list)  # not run: the grid stopped early (a write failed)
+    moved: list[tuple[str, str]] = field(default_factory=list)  # (record path, where the invalid file went)
+    stop_reason: str | None = None
 
 
 def execute_cell(cfg: RunConfig) -> dict[str, Any]:
@@ -277,25 +281,41 @@ def needed_upstream_jobs(cells: list[RunConfig]) -> dict[str, tuple[UpstreamJob,
 
 
 def run_grid(cells: list[RunConfig], on_event: Callable[..., None] | None = None,
-             executor: Executor | None = None) -> GridReport:
+             executor: Executor | None = None, validate: bool = True) -> GridReport:
     """Run every unfinished cell on `executor` (default: in this process) and write each record atomically.
 
     Two phases: first the missing upstream adapters, one job per adapter-store key (in parallel on Ray),
     then the cells. Workers return records; the driver validates and writes them, so workers need not
     share the results folder. A failed cell is reported and the others go on.
-    Events: ("skip"|"start", cfg), ("done", cfg, record), ("fail", cfg, why),
+    Every cell is validated first (`lorabench.validation.check_grid`), before any work. A file at a cell's
+    path that is not a valid record is moved aside, one of a newer schema is left alone (the cell is not
+    run). A record that cannot be written fails its cell and stops the grid (`report.left`: not run).
+    Events: ("skip"|"start", cfg), ("done", cfg, record), ("fail", cfg, why), ("warn", cfg, message),
     ("upstream", cfg, name) / ("upstream_end", cfg, name, why_or_None) around an adapter's training.
     """
     emit = on_event or (lambda *a: None)
     executor = executor or LocalExecutor()
+    if validate:
+        check_grid(cells)
     report = GridReport()
     todo = []
     for cfg in cells:
-        if is_done(cfg.result_path()):
+        state = record_state(cfg.result_path())
+        if state == "done":
             report.skipped.append(cfg)
             emit("skip", cfg)
-        else:
-            todo.append(cfg)
+            continue
+        if state == "newer":
+            report.skipped.append(cfg)
+            emit("warn", cfg, f"{cfg.result_path()} was written by a newer lorabench (schema > {SCHEMA_VERSION}); "
+                              "left alone, the cell is not run. Upgrade lorabench to read it.")
+            emit("skip", cfg)
+            continue
+        if state == "invalid":
+            aside = move_aside(cfg.result_path())
+            report.moved.append((str(cfg.result_path()), str(aside)))
+            emit("warn", cfg, f"{cfg.result_path()} is not a valid record; kept as {aside.name}, the cell runs again.")
+        todo.append(cfg)
 
     blocked: dict[str, str] = {}  # cell id -> why its upstream adapters are missing
     jobs = list(needed_upstream_jobs(todo).values())
@@ -323,15 +343,41 @@ def run_grid(cells: list[RunConfig], on_event: Callable[..., None] | None = None
             cfg = runnable[i]
             if kind == "start":
                 emit("start", cfg)
-            elif outcome.error is not None:
-                report.failed.append((cfg, outcome.error))
-                emit("fail", cfg, outcome.error)
+                continue
+            why = outcome.error
+            if why is None:
+                try:
+                    record = ResultRecord.model_validate(outcome.value)
+                except ValueError as exc:
+                    record, why = None, f"its record does not validate ({str(exc).splitlines()[0]}); nothing written"
+                else:
+                    why = _meaningless(record)
+            if why is None:
+                try:
+                    write_result(record, cfg.result_path())
+                except OSError as exc:
+                    why = f"could not write its record to {cfg.result_path()}: {exc.strerror or exc}"
+                    report.stop_reason = why
+            if why is not None:
+                report.failed.append((cfg, why))
+                emit("fail", cfg, why)
+                if report.stop_reason:
+                    break
             else:
-                record = ResultRecord.model_validate(outcome.value)
-                write_result(record, cfg.result_path())
                 report.done.append(record)
                 emit("done", cfg, record)
+    finished = {c.cell_id() for c in report.skipped} | {r.cell_id for r in report.done} | {c.cell_id() for c, _ in report.failed}
+    report.left = [c for c in cells if c.cell_id() not in finished]
     return report
+
+
+def _meaningless(record: ResultRecord) -> str | None:
+    """Why a computed score must not be written (a NaN accuracy, an empty test set), or None."""
+    if record.n_test <= 0:
+        return "the test split is empty; nothing written"
+    if not (np.isfinite(record.value) and 0.0 <= record.value <= 1.0):
+        return f"its {record.metric} is {record.value!r}, not a finite value in [0, 1]; nothing written"
+    return None
 
 
 def summarize(records: list[ResultRecord]) -> list[dict[str, Any]]:

@@ -66,7 +66,9 @@ class Method:
     - `modalities`: "image" and/or "text" (multiple-choice QA) tasks the method applies to;
     - `defaults`: its hyperparameters beyond the task's shared recipe (`lorabench.specs.Recipe`, whose fields
       every method takes); users override them with `--hp k=v` (an unknown key is an error);
-      `tune_grid`: the values `--tune` tries on a validation draw;
+      `tune_grid`: the values `--tune` tries on a validation draw; `hparam_ranges`: the range of each numeric
+      default ('>0', '>=0', '[0,1)', ...), checked with types and finiteness before any work
+      (`lorabench.validation`; learning rates, `lr` and `*_lr`, must be > 0 without saying so);
     - `prepare(ctx)`: keep the context, build the head (call `super().prepare(ctx)`), change the backbone;
     - `fit(support)`: train on the K-shot support `Split` (it may be empty: K = 0);
     - `predict(split)`: a [len(split)] tensor of predicted class / choice indices;
@@ -83,6 +85,7 @@ class Method:
     modalities: ClassVar[tuple[str, ...]] = ("image", "text")
     defaults: ClassVar[dict[str, Any]] = {}
     tune_grid: ClassVar[dict[str, list[Any]]] = {}  # for --tune: values tried on a validation split
+    hparam_ranges: ClassVar[dict[str, str]] = {}  # allowed values of `defaults` keys: '>0', '>=0', '[0,1)'...
 
     def __init__(self, **hparams: Any):
         known = self.known_hparams()

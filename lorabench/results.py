@@ -1,7 +1,10 @@
 """Result records on disk: one JSON per cell, written atomically, read back validated.
 
 A write goes to a temporary file in the same folder, is fsynced, then renamed over the target, so a
-reader (or a re-run after a kill) sees either the whole record or none of it.
+reader (or a re-run after a kill) sees either the whole record or none of it. A file at a record's path
+that does not validate is never overwritten: `record_state` tells it apart, and `move_aside` keeps it
+under another name; a record of a newer schema is left alone. Only regular files are ever opened, so a
+FIFO or a folder named `*.json` cannot hang or break a reader.
 """
 
 from __future__ import annotations
@@ -11,15 +14,23 @@ import os
 import tempfile
 from pathlib import Path
 
+from datetime import datetime, timezone
+from typing import Literal
+
 from pydantic import ValidationError
 
 from lorabench.specs import ResultRecord
+
+SCHEMA_VERSION = ResultRecord.model_fields["schema_version"].default
+_UMASK = os.umask(0o022)
+os.umask(_UMASK)
 
 
 def write_json_atomic(path: Path, data: dict) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
+        os.fchmod(fd, 0o666 & ~_UMASK)  # mkstemp makes 0600; a record is for everyone who may read the folder
         with os.fdopen(fd, "w") as f:
             json.dump(data, f, indent=2, default=str)
             f.flush()
@@ -35,11 +46,38 @@ def write_result(record: ResultRecord, path: Path) -> None:
 
 
 def read_result(path: Path) -> ResultRecord | None:
-    """The record at `path`, or None if it is missing or not a valid record."""
+    """The record at `path`, or None if it is missing, not a regular file or not a valid record."""
     try:
+        if not Path(path).is_file():
+            return None
         return ResultRecord.model_validate_json(Path(path).read_text())
     except (OSError, ValueError, ValidationError):
         return None
+
+
+RecordState = Literal["missing", "done", "invalid", "newer"]
+
+
+def record_state(path: Path) -> RecordState:
+    """missing; done (a valid record); newer (written by a newer schema: leave it alone); invalid."""
+    path = Path(path)
+    if not path.exists() and not path.is_symlink():
+        return "missing"
+    if read_result(path) is not None:
+        return "done"
+    try:
+        version = json.loads(path.read_text()).get("schema_version") if path.is_file() else None
+    except (OSError, ValueError, AttributeError):
+        version = None
+    return "newer" if isinstance(version, int) and version > SCHEMA_VERSION else "invalid"
+
+
+def move_aside(path: Path) -> Path:
+    """Rename a file that does not validate to `<name>.invalid-<UTC time>` (not *.json: no reader lists it)."""
+    stamp = datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%S%fZ")
+    target = Path(path).with_name(f"{Path(path).name}.invalid-{stamp}")
+    os.replace(path, target)
+    return target
 
 
 def is_done(path: Path) -> bool:
@@ -51,6 +89,11 @@ def load_results(results_dir: str | os.PathLike) -> tuple[list[ResultRecord], li
     records, bad = [], []
     for path in sorted(Path(results_dir).rglob("*.json")):
         if "_tuning" in path.relative_to(Path(results_dir)).parts:  # hyperparameter selections, not records
+            continue
+        if path.is_dir():
+            continue
+        if not path.is_file():  # FIFO, socket, dangling link: never opened
+            bad.append(path)
             continue
         rec = read_result(path)
         (records.append(rec) if rec is not None else bad.append(path))

@@ -20,13 +20,21 @@ from lorabench.specs import TaskSpec
 
 def task_dirs() -> list[Path]:
     builtin = Path(str(resources.files("lorabench.tasks")))
-    extra = [Path(p) for p in os.environ.get("LORABENCH_TASKS", "").split(os.pathsep) if p]
+    extra = [Path(p).expanduser() for p in os.environ.get("LORABENCH_TASKS", "").split(os.pathsep) if p]
+    for d in extra:
+        if not d.is_dir():
+            raise SpecError(f"LORABENCH_TASKS names {d}, which is {'a file' if d.exists() else 'not there'}; "
+                            f"it must list folders of task YAML files, separated by {os.pathsep!r}.")
     return [builtin, *extra]
 
 
 def load_task_file(path: Path) -> TaskSpec:
     try:
-        raw = yaml.safe_load(Path(path).read_text())
+        raw = yaml.safe_load(Path(path).read_text(encoding="utf-8"))
+    except UnicodeDecodeError as exc:
+        raise SpecError(f"Task file {path} is not UTF-8 text (byte {exc.start}: {exc.reason}); save it as UTF-8.") from None
+    except OSError as exc:
+        raise SpecError(f"Task file {path} cannot be read: {exc.strerror or exc}.") from None
     except yaml.YAMLError as exc:
         raise SpecError(f"Task file {path} is not valid YAML: {exc}") from None
     if not isinstance(raw, dict):
@@ -51,9 +59,19 @@ def _all_tasks(dirs: tuple[Path, ...]) -> dict[str, TaskSpec]:
         for path in sorted(d.glob("*.yaml")):
             spec = load_task_file(path)
             if spec.name in tasks:
-                raise SpecError(f"Task {spec.name!r} is defined twice (second time in {path}).")
+                raise SpecError(f"Task {spec.name!r} is defined twice ({_SOURCES[spec.name]} and {path}).")
             tasks[spec.name] = spec
+            _SOURCES[spec.name] = path
     return tasks
+
+
+_SOURCES: dict[str, Path] = {}
+
+
+def task_source(name: str) -> str:
+    """The file a task was read from (for messages about its content)."""
+    all_tasks()
+    return f"task file {_SOURCES[name]}" if name in _SOURCES else f"task {name!r}"
 
 
 def all_tasks() -> dict[str, TaskSpec]:

@@ -154,6 +154,10 @@ def train_end_to_end(backbone: Backbone, head: nn.Module, groups: list[dict], sp
     opt = _optimizer(groups, hp["weight_decay"])
     sched = _schedule(opt, hp.get("schedule", "cosine"), max(steps, 1))
     params = [p for g in groups for p in g["params"]]
+    frozen = sum(not p.requires_grad for p in params)
+    if frozen:  # a plugin bug that would otherwise train nothing and still report every parameter as trainable
+        raise ValueError(f"{frozen} of the {len(params)} parameters handed to end-to-end training do not require "
+                         "grad; set requires_grad_(True) on them in the method's prepare().")
     backbone.model.eval()
     losses: list[float] = []
     step = 0

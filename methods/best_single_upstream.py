@@ -17,6 +17,7 @@ class BestSingleUpstream(FrozenFeatureMethod):
     description = "the one upstream ΔW with the lowest support loss, merged into W0; head only"
     needs_upstream = True
     defaults = {"temperature": 10.0}
+    hparam_ranges = {"temperature": ">0"}
 
     def prepare(self, ctx: MethodContext) -> None:
         super().prepare(ctx)

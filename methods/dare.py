@@ -20,6 +20,7 @@ class Dare(FrozenFeatureMethod):
     needs_upstream = True
     defaults = {"drop_rate": 0.9, "scaling": None}
     tune_grid = {"drop_rate": [0.5, 0.9, 0.99]}
+    hparam_ranges = {"drop_rate": "[0,1)"}
 
     def prepare(self, ctx: MethodContext) -> None:
         super().prepare(ctx)

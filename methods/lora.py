@@ -9,6 +9,7 @@ class LoraFromScratch(EndToEndMethod):
     description = "new rank-r LoRA on the backbone's targets + head"
     defaults = {"lr": 1e-3, "rank": 16, "alpha": 16.0}
     tune_grid = {"lr": [1e-4, 1e-3, 1e-2]}
+    hparam_ranges = {"rank": ">=1", "alpha": ">0"}
 
     def prepare(self, ctx: MethodContext) -> None:
         super().prepare(ctx)

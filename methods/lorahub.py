@@ -48,6 +48,7 @@ class LoraHub(FrozenFeatureMethod):
     needs_upstream = True
     defaults = {"budget": 30, "l1": 0.05, "bound": 1.5, "step": 0.5, "temperature": 10.0}
     tune_grid = {"l1": [0.0, 0.05, 0.2]}
+    hparam_ranges = {"budget": ">=1", "l1": ">=0", "bound": ">0", "step": ">0", "temperature": ">0"}
 
     def prepare(self, ctx: MethodContext) -> None:
         super().prepare(ctx)

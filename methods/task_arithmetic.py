@@ -18,6 +18,7 @@ class TaskArithmetic(FrozenFeatureMethod):
     description = "W0 + λ·ΣΔW, λ chosen on the support set; head only"
     needs_upstream = True
     defaults = {"lambdas": [0.1, 0.25, 0.5, 0.75, 1.0], "temperature": 10.0}
+    hparam_ranges = {"temperature": ">0"}
 
     def prepare(self, ctx: MethodContext) -> None:
         super().prepare(ctx)

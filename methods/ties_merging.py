@@ -17,6 +17,7 @@ class TiesMerging(FrozenFeatureMethod):
     needs_upstream = True
     defaults = {"density": 0.2, "scaling": 1.0}
     tune_grid = {"density": [0.1, 0.2, 0.5]}
+    hparam_ranges = {"density": "(0,1]"}
 
     def prepare(self, ctx: MethodContext) -> None:
         super().prepare(ctx)

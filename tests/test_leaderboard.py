@@ -7,6 +7,9 @@ leaderboard's own code), then compared with what the browser rendered.
 from __future__ import annotations
 
 import json
+import math
+import os
+import re
 import shutil
 import statistics
 import subprocess
@@ -17,13 +20,14 @@ from pathlib import Path
 
 import pytest
 from conftest import QUICK_TASK, registered_task
+from scipy import stats as sps
 
 import lorabench
-from lorabench.errors import ConfigError
+from lorabench.errors import ConfigError, LorabenchError
 from lorabench.evaluator import expand_grid, run_grid
 from lorabench.leaderboard import build_site
 from lorabench.results import read_result, write_result
-from lorabench.specs import ResultRecord
+from lorabench.specs import ResultRecord, RunConfig
 
 REPO = Path(__file__).resolve().parents[1]
 ARTIFACTS = REPO / "test-artifacts"
@@ -122,8 +126,40 @@ def expected_cells(results: Path, task: str) -> dict[tuple[str, str, str], list[
     return cells
 
 
+def expected_seed_values(results: Path, task: str) -> dict[tuple[str, str, str], dict[int, float]]:
+    """(method, hparams as JSON, K) -> {seed: value}."""
+    cells: dict[tuple[str, str, str], dict[int, float]] = defaultdict(dict)
+    for path in sorted((results / task).glob("*.json")):
+        rec = json.loads(path.read_text())
+        cells[(rec["method"], json.dumps(rec["config"]["hparams"], sort_keys=True), str(rec["k"]))][rec["seed"]] = rec["value"]
+    return cells
+
+
 def fmt(values: list[float]) -> tuple[str, str]:
     return f"{100 * statistics.fmean(values):.2f}", f"{100 * (statistics.stdev(values) if len(values) > 1 else 0.0):.2f}"
+
+
+def fake_record(task: str, value: float, k: int = 1, seed: int = 0, method: str = "classifier_tuning",
+                **fields) -> dict:
+    """A record as `lorabench run` writes it, without the run: with the current config hash when the task is
+    registered (so it is not stale), else a made-up one."""
+    try:
+        cfg = expand_grid([method], [task], [k], [seed], None)[0]
+    except LorabenchError:
+        cfg = RunConfig(task=task, method=method, backbone="efficientnet_lite0", k=k, seed=seed)
+    return {"cell_id": cfg.cell_id(), "config_hash": cfg.config_hash(), "task": task, "suite": "tests",
+            "setting": "label_shift", "method": cfg.method, "backbone": cfg.backbone, "k": k, "seed": seed,
+            "metric": "accuracy", "value": value, "n_support": 2 * k, "n_test": 100, "trainable_params": 0,
+            "head_params": 2562, "timings": {}, "peak_memory_mb": 1.0, "device": "cpu", "versions": {"torch": "x"},
+            "git_commit": None, "lorabench_version": lorabench.__version__,
+            "created_at": "2024-01-01T00:00:00+00:00", "command": f"lorabench run --task {task} --k {k} --seeds {seed}",
+            "config": cfg.model_dump(mode="json"), **fields}
+
+
+def write_records(folder: Path, records: dict[str, dict]) -> None:
+    folder.mkdir(parents=True, exist_ok=True)
+    for name, rec in records.items():
+        (folder / f"{name}.json").write_text(json.dumps(rec))  # python's json writes NaN / Infinity as bare tokens
 
 
 # --- fixtures ----------------------------------------------------------------------------------
@@ -208,9 +244,23 @@ def test_task_page_in_chromium_matches_the_json(site, results, quick_task, tmp_p
     assert len(expected[("classifier_tuning", "{}", "1")]) == 2  # the re-run with head_epochs=5 was not averaged in
     for tr in (rows[("classifier_tuning", "defaults")], rows[("classifier_tuning", "head_epochs=5")]):
         assert "conflict" in tr.classes() and "clash" in tr.one("td", data_k="1").classes()
+    # Bold only where the seeds back it: the best mean's paired 95% t interval against the runner-up (recomputed
+    # here from the JSON) lies above zero over >= 2 shared seeds; otherwise no bold and the best mean is "tied".
+    seed_values = expected_seed_values(results, quick_task)
     for k, value in best.items():
+        column = sorted((v for (m, hp, kk), v in seed_values.items() if kk == k), key=lambda v: -statistics.fmean(v.values()))
+        top, runner = column[0], column[1]
+        shared = sorted(set(top) & set(runner))
+        d = [top[s] - runner[s] for s in shared]
+        backed = len(d) >= 2 and statistics.fmean(d) - sps.t.ppf(0.975, len(d) - 1) * statistics.stdev(d) / math.sqrt(len(d)) > 0
         marked = [td for td in table.find_all("td", "best") if td.attrs["data-k"] == k]
-        assert marked and all(td.one("span", "mean").text() == f"{100 * value:.2f}" for td in marked), k
+        tops = [td for td in table.find_all("td", "acc") if td.attrs["data-k"] == k and td.find_all("span", "mean")
+                and td.one("span", "mean").text() == f"{100 * value:.2f}"]
+        assert tops, k
+        if backed:
+            assert len(marked) == 1 and marked[0].one("span", "mean").text() == f"{100 * value:.2f}", k
+        else:  # this short run has 1-2 seeds per cell, so this is the usual case
+            assert not marked and all("tied" in td.classes() and td.one("span", "tied-mark") for td in tops), k
 
     # The script-named method renders as text.
     assert [s.text() for s in table.find_all("span", "method-name")].count(EVIL) == 1
@@ -261,6 +311,8 @@ def test_index_in_chromium_lists_tasks_best_methods_and_skipped_files(site, resu
         k = li.attrs["data-k"]
         top = max(statistics.fmean(v) for (m, hp, kk), v in expected.items() if kk == k)
         assert li.one("span", "best-score").text() == f"{100 * top:.2f}"
+        # a named best, or "tied: ..." where the seeds do not separate the best mean from the others
+        assert bool(li.find_all("span", "best-method")) != ("tied:" in li.text()), li.text()
     assert "broken.json" in doc.one("section", "flags").text()
     assert lorabench.__version__ in doc.one("section", "provenance").text()
 
@@ -311,3 +363,216 @@ def test_the_same_cell_from_another_copy_of_the_data_is_its_own_row(results, qui
     hub_row = doc.one("tr", data_method="classifier_tuning", data_variant="data=hub:someone/digits")
     assert hub_row.one("td", data_k="5").one("span", "mean").text() == fmt([0.5])[0]
     assert "different configurations" in doc.one("section", "flags").text()
+
+
+def test_records_with_impossible_values_are_left_out_and_listed_with_a_reason(quick_task, tmp_path):
+    later = {"created_at": "2999-01-01T00:00:00+00:00"}  # had they been kept, they would be the ones shown
+    write_records(tmp_path / "results" / quick_task, {
+        "good_k1_s0": fake_record(quick_task, 0.6, 1, 0), "good_k1_s1": fake_record(quick_task, 0.8, 1, 1),
+        "good_k5_s0": fake_record(quick_task, 0.7, 5, 0),
+        "nan": fake_record(quick_task, math.nan, 5, 1, **later), "inf": fake_record(quick_task, math.inf, 5, 1, **later),
+        "negative": fake_record(quick_task, -3.5, 1, 0, **later), "above_one": fake_record(quick_task, 1.5, 1, 1, **later),
+        "no_test": fake_record(quick_task, 0.5, 5, 1, n_test=-1, **later),
+        "stale_nan": fake_record(quick_task, math.nan, 5, 1, config_hash="0" * 16, **later),
+    })
+    assert "NaN" in (tmp_path / "results" / quick_task / "nan.json").read_text()
+    report = build_site(tmp_path / "results", tmp_path / "site")
+    assert report.n_records == 3 and len(report.bad_records) == 6 and not report.bad_files
+
+    page = dom((tmp_path / "site" / f"task-{quick_task}.html").read_text())
+    row = page.one("tr", data_method="classifier_tuning")
+    k1, k5 = row.one("td", data_k="1"), row.one("td", data_k="5")
+    assert k1.one("span", "mean").text() == fmt([0.6, 0.8])[0] and k1.one("span", "pm").text().strip() == f"± {fmt([0.6, 0.8])[1]}"
+    assert k1.one("span", "seeds").text() == "2/2 seeds" and not k1.find_all("span", "note")
+    assert k5.one("span", "mean").text() == "70.00" and k5.one("span", "seeds").text() == "1/2 seeds"
+    table = page.one("table", "results").text().lower()
+    assert not any(bad in table for bad in ("nan", "inf", "-350", "150.00"))
+    assert not page.find_all("section", "stale")  # a bad value is left out of the stale table too
+
+    flags = dom((tmp_path / "site" / "index.html").read_text()).one("section", "flags").text()
+    for v in ("nan", "inf", "-3.5", "1.5"):
+        assert f"value {v} is not a finite accuracy in [0, 1]" in flags, v
+    assert "n_test -1 is not a positive number" in flags
+    assert f"{quick_task}/classifier_tuning/efficientnet_lite0/k=5/seed=1" in flags
+
+
+def test_a_300_character_task_name_gets_a_short_page_name_and_its_full_title(quick_task, tmp_path):
+    long_a, long_b = "t<&>" + "x" * 295 + "a", "t<&>" + "x" * 295 + "b"  # alike up to the last character
+    write_records(tmp_path / "results", {"quick": fake_record(quick_task, 0.5), "a": fake_record(long_a, 0.5),
+                                         "b": fake_record(long_b, 0.6)})
+    report = build_site(tmp_path / "results", tmp_path / "site")
+    names = sorted(p.name for p in report.pages)
+    assert f"task-{quick_task}.html" in names and len(names) == 3 == len(set(names))
+    for name in (long_a, long_b):
+        page = next(p for p in report.pages if p.name != f"task-{quick_task}.html" and name in dom(p.read_text()).one("h1").text())
+        assert len(page.name) < 100 and re.fullmatch(r"[A-Za-z0-9_.-]+", page.name), page.name
+        html = page.read_text()
+        assert "<&>" not in html  # escaped
+        doc = dom(html)
+        assert doc.one("h1").text().strip() == name and doc.one("title").text().startswith(name)
+        index = dom((tmp_path / "site" / "index.html").read_text())
+        assert index.one("tr", data_task=name).one("a").attrs["href"] == page.name
+
+
+def test_out_that_is_a_file_is_a_one_paragraph_error(quick_task, tmp_path):
+    write_records(tmp_path / "results", {"quick": fake_record(quick_task, 0.5)})
+    out = tmp_path / "site.html"
+    out.write_text("keep me")
+    proc = subprocess.run([*CLI, "leaderboard", "--results-dir", str(tmp_path / "results"), "--out", str(out)],
+                          capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 2, proc.stderr
+    assert str(out) in proc.stderr.replace("\n", "") and "is a file" in proc.stderr and "Traceback" not in proc.stderr
+    assert out.read_text() == "keep me"
+    with pytest.raises(ConfigError, match="cannot be created: .* is not a folder"):
+        build_site(tmp_path / "results", out / "site")
+
+
+def test_a_link_or_folder_where_a_page_goes_is_refused_before_anything_is_written(quick_task, tmp_path):
+    write_records(tmp_path / "results", {"quick": fake_record(quick_task, 0.5)})
+    site = tmp_path / "site"
+    (site / f"task-{quick_task}.html").mkdir(parents=True)
+    with pytest.raises(ConfigError, match="task-.*html exists and is not a regular file"):
+        build_site(tmp_path / "results", site)
+    (site / f"task-{quick_task}.html").rmdir()
+    (tmp_path / "elsewhere.txt").write_text("not a page")
+    (site / "index.html").symlink_to(tmp_path / "elsewhere.txt")
+    with pytest.raises(ConfigError, match="index.html exists and is not a regular file"):
+        build_site(tmp_path / "results", site)
+    assert (tmp_path / "elsewhere.txt").read_text() == "not a page" and os.listdir(site) == ["index.html"]
+
+
+@pytest.mark.skipif(not hasattr(os, "mkfifo"), reason="needs os.mkfifo")
+def test_fifos_and_folders_named_json_do_not_hang_or_stop_the_build(quick_task, tmp_path):
+    results = tmp_path / "results" / quick_task
+    write_records(results, {"quick": fake_record(quick_task, 0.5)})
+    os.mkfifo(results / "x.json")
+    (results / "y.json").mkdir()
+    site = tmp_path / "site"
+    code = ("import sys\nfrom lorabench.errors import LorabenchError\nfrom lorabench.leaderboard import build_site\n"
+            "try:\n    r = build_site(sys.argv[1], sys.argv[2])\nexcept LorabenchError as e:\n    sys.exit(f'error: {e}')\n"
+            "print(r.n_records, len(r.pages))")
+    proc = subprocess.run([sys.executable, "-c", code, str(tmp_path / "results"), str(site)], capture_output=True,
+                          text=True, timeout=60)
+    assert proc.returncode == 0 and proc.stdout.split() == ["1", "1"], proc.stderr[-2000:]
+    assert (site / "index.html").is_file() and (site / f"task-{quick_task}.html").is_file()
+    (site / "index.html").unlink()
+    os.mkfifo(site / "index.html")  # writing into it would block until someone reads
+    proc = subprocess.run([sys.executable, "-c", code, str(tmp_path / "results"), str(site)], capture_output=True,
+                          text=True, timeout=60)
+    assert proc.returncode == 1 and "index.html exists and is not a regular file" in proc.stderr, proc.stderr[-2000:]
+
+
+# --- marks the seeds back: paired comparisons, not means alone -----------------------------------
+
+
+@pytest.fixture(scope="module")
+def paired_task(tmp_path_factory) -> str:
+    """A registered task with five seeds; its records are written by hand (fake_record), never run."""
+    spec = {**QUICK_TASK, "name": "digits_paired", "k_grid": [1, 5], "seeds": [0, 1, 2, 3, 4]}
+    with registered_task(tmp_path_factory.mktemp("paired_tasks"), spec) as name:
+        yield name
+
+
+def column(doc: Node, k: str) -> dict[str, Node]:
+    """method -> its cell in the K column of the results table."""
+    return {tr.attrs["data-method"]: tr.one("td", data_k=k) for tr in doc.one("table", "results").find_all("tr")
+            if "data-method" in tr.attrs}
+
+
+def test_means_that_the_seeds_do_not_separate_are_marked_tied_and_none_is_bold(paired_task, tmp_path):
+    """Like digits K=1 in a real run: uniform 75.47 ± 17.34, learned 75.47 ± 17.34, classifier 73.90 ± 15.06
+    over 3 seeds. Per seed: mean + std * (-1, 0, +1) (sample std exactly std), learned = uniform plus paired
+    noise that sums to zero. The old rule bolded the larger mean; no paired interval excludes zero here."""
+    uniform = [0.7547 - 0.1734, 0.7547, 0.7547 + 0.1734]
+    learned = [u + e for u, e in zip(uniform, (0.001, -0.002, 0.001))]
+    classifier = [0.7390 - 0.1506, 0.7390, 0.7390 + 0.1506]
+    recs = {}
+    for method, values in [("uniform_composition", uniform), ("learned_composition", learned),
+                           ("classifier_tuning", classifier)]:
+        for seed, v in enumerate(values):
+            recs[f"{method}_s{seed}"] = fake_record(paired_task, v, 1, seed, method=method)
+    write_records(tmp_path / "results" / paired_task, recs)
+    report = build_site(tmp_path / "results", tmp_path / "site")
+    assert report.n_records == 9 and not report.bad_records
+
+    page = dom((tmp_path / "site" / f"task-{paired_task}.html").read_text())
+    cells = column(page, "1")
+    shown = {m: (td.one("span", "mean").text(), td.one("span", "pm").text().strip()) for m, td in cells.items()}
+    assert shown == {"uniform_composition": ("75.47", "± 17.34"), "learned_composition": ("75.47", "± 17.34"),
+                     "classifier_tuning": ("73.90", "± 15.06")}
+    # uniform - classifier per seed: -0.0071, 0.0157, 0.0385 -> mean 0.0157, sd 0.0228, half-width
+    # 4.3027 * 0.0228 / sqrt(3) = 0.0566: [-0.041, 0.072] holds zero. uniform - learned: mean 0, holds zero.
+    assert not page.one("table", "results").find_all("td", "best")
+    for method, td in cells.items():
+        assert "tied" in td.classes() and td.one("span", "tied-mark").text() == "tied", method
+        assert "95% CI" in td.attrs["title"] or "vs runner-up" in td.attrs["title"], method
+    decision = page.one("ul", "decisions").one("li", data_k="1")
+    assert "tied" in decision.classes() and "no method is ahead" in decision.text()
+    assert "CI [" in decision.text() and "over 3 seeds" in decision.text()
+    assert "bold" in page.one("p", "legend-rule").text() and "includes zero" in page.one("p", "legend-rule").text()
+
+    index = dom((tmp_path / "site" / "index.html").read_text())
+    li = index.one("tr", data_task=paired_task).one("li", data_k="1")
+    assert "tied:" in li.text() and not li.find_all("span", "best-method")
+    assert {s.text() for s in li.find_all("span", "tied-method")} == {"uniform_composition", "learned_composition",
+                                                                     "classifier_tuning"}
+    assert li.one("span", "best-score").text() == "75.47"
+    assert index.one("tr", data_task=paired_task).one("li", data_k="5").one("span", "muted").text() == "not run"
+
+
+def test_a_pair_the_seeds_separate_gets_the_bold_and_stale_records_never_enter(paired_task, tmp_path):
+    """learned beats classifier by 10 points on every one of 5 seeds (± a few tenths): bold, nothing tied.
+    A stale record (its inputs changed) that would have flipped seed 0 stays out of the comparison."""
+    base = [0.55, 0.62, 0.70, 0.58, 0.66]
+    noise = [0.004, -0.003, 0.002, -0.001, 0.0]
+    recs = {}
+    for seed, (b, e) in enumerate(zip(base, noise)):
+        recs[f"classifier_s{seed}"] = fake_record(paired_task, b, 5, seed)
+        recs[f"learned_s{seed}"] = fake_record(paired_task, b + 0.10 + e, 5, seed, method="learned_composition")
+    recs["stale"] = fake_record(paired_task, 0.99, 5, 0, config_hash="0" * 16, created_at="2999-01-01T00:00:00+00:00")
+    write_records(tmp_path / "results" / paired_task, recs)
+    build_site(tmp_path / "results", tmp_path / "site")
+
+    page = dom((tmp_path / "site" / f"task-{paired_task}.html").read_text())
+    cells = column(page, "5")
+    # diffs 0.104, 0.097, 0.102, 0.099, 0.100: mean 0.1004, sd 0.00270, CI 0.1004 ± 2.7764 * 0.00270 / sqrt(5)
+    # = [0.0970, 0.1038], entirely above zero
+    assert "best" in cells["learned_composition"].classes()
+    assert "best" not in cells["classifier_tuning"].classes()
+    assert not page.find_all("span", "tied-mark") or all(
+        s.parent.tag == "p" for s in page.find_all("span", "tied-mark"))  # only the legend's sample marker
+    assert not [td for td in page.one("table", "results").find_all("td") if "tied" in td.classes()]
+    assert cells["classifier_tuning"].one("span", "mean").text() == fmt(base)[0]  # the stale 0.99 is not in it
+    decision = page.one("ul", "decisions").one("li", data_k="5")
+    assert "best" in decision.classes() and "learned_composition is best" in decision.text()
+    assert "+10.04 pts" in decision.text() and "[+9.70, +10.38]" in decision.text()
+    assert "wins/ties/losses 5/0/0" in decision.text()
+    assert page.one("section", "stale").find_all("tr")  # listed apart, as before
+
+    li = dom((tmp_path / "site" / "index.html").read_text()).one("tr", data_task=paired_task).one("li", data_k="5")
+    assert li.one("span", "best-method").text() == "learned_composition" and "tied" not in li.text()
+    assert li.one("span", "best-score").text() == f"{100 * statistics.fmean(b + 0.1 + e for b, e in zip(base, noise)):.2f}"
+
+
+def test_a_lead_over_a_runner_up_with_one_shared_seed_is_not_bold(paired_task, tmp_path):
+    """A big lead, but the runner-up ran one seed of the five: no interval can be formed (n < 2), so tied."""
+    recs = {f"learned_s{s}": fake_record(paired_task, 0.9, 5, s, method="learned_composition") for s in range(5)}
+    recs["classifier_s3"] = fake_record(paired_task, 0.5, 5, 3)
+    write_records(tmp_path / "results" / paired_task, recs)
+    build_site(tmp_path / "results", tmp_path / "site")
+    page = dom((tmp_path / "site" / f"task-{paired_task}.html").read_text())
+    cells = column(page, "5")
+    assert not page.one("table", "results").find_all("td", "best")
+    assert all("tied" in td.classes() for td in cells.values())
+    text = page.one("ul", "decisions").one("li", data_k="5").text()
+    assert "1 seed(s) run by both, too few" in text and "seed(s) 0, 1, 2, 4 left out" in text
+
+
+def test_one_method_alone_in_a_column_is_neither_bold_nor_tied(paired_task, tmp_path):
+    write_records(tmp_path / "results" / paired_task, {f"s{s}": fake_record(paired_task, 0.6 + s / 100, 1, s)
+                                                       for s in range(3)})
+    build_site(tmp_path / "results", tmp_path / "site")
+    td = column(dom((tmp_path / "site" / f"task-{paired_task}.html").read_text()), "1")["classifier_tuning"]
+    assert not {"best", "tied"} & td.classes()
+    li = dom((tmp_path / "site" / "index.html").read_text()).one("tr", data_task=paired_task).one("li", data_k="1")
+    assert "only method run" in li.text() and li.one("span", "best-score").text() == "61.00"

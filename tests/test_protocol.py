@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import sys
 
 import pytest
 import torch
@@ -124,7 +125,7 @@ def test_end_to_end_training_keeps_batchnorm_frozen_and_full_finetune_trains_the
     assert len(changed) > 0.9 * len(weights)  # every conv trains, not just the head
 
 
-def test_identity_covers_the_task_file_and_method_defaults_and_old_records_go_stale(tmp_path, monkeypatch):
+def test_identity_covers_the_task_file_and_method_defaults_and_old_records_go_stale(tmp_path, monkeypatch, capsys):
     spec = {**QUICK_TASK, "name": "digits_ident", "seeds": [0]}
     folder = tmp_path / "tasks"
     folder.mkdir()
@@ -138,8 +139,11 @@ def test_identity_covers_the_task_file_and_method_defaults_and_old_records_go_st
         # 1) the task file changes (its recipe): the cell is computed again, the old record is stale
         (folder / "digits_ident.yaml").write_text(yaml.safe_dump({**spec, "recipe": {**spec["recipe"], "head_epochs": 7}}))
         _all_tasks.cache_clear()
-        again = run_grid(expand_grid(["classifier_tuning"], ["digits_ident"], [1], None, None, **where))
-        assert len(again.done) == 1 and not again.skipped
+        from lorabench import cli
+        monkeypatch.setattr(sys, "argv", ["lorabench", "run", "-m", "classifier_tuning", "-t", "digits_ident", "--k", "1",
+                                          "--results-dir", where["results_dir"], "--cache-dir", where["cache_dir"]])
+        cli.main()  # `lorabench run` itself: returns (exit 0) after computing the cell again
+        assert "1 done 0 skipped" in " ".join(capsys.readouterr().out.split())
         records, _ = load_results(tmp_path / "r")
         assert len(records) == 2
         stale = [r for r in records if staleness(r)]
