@@ -220,6 +220,60 @@ def tune(
             console.print(f"chosen: {sel['chosen']} -> {path}; run it with `lorabench run ... --tuned`")
 
 
+@app.command()
+def compare(
+    methods: list[str] = typer.Argument(..., help="Two methods, A then B: the difference is A - B."),
+    task: str = typer.Option(..., "--task", "-t", help="Task name."),
+    k: str = typer.Option(..., "--k", help="K values, e.g. 1,5,all."),
+    results_dir: Path = typer.Option(Path("results"), "--results-dir", help="Folder of result JSON files."),
+    profile: str = typer.Option("full", "--profile", help="full (default) or smoke."),
+    backbone: Optional[str] = typer.Option(None, "--backbone", "-b", help="Backbone (default: the task's)."),
+    ci: str = typer.Option("t", "--ci", help="t: paired t interval; bootstrap: paired bootstrap over seeds."),
+) -> None:
+    """Paired comparison of two methods per K over the seeds both have (current records only): mean
+    difference, its standard error and 95 % CI, wins/ties/losses, Wilcoxon and sign tests, and a verdict."""
+    from lorabench.identity import staleness
+    from lorabench.results import load_results
+    from lorabench.stats import CI_METHODS, compare_records, seeds_needed
+    from lorabench.task_registry import get_task
+
+    if len(methods) != 2 or methods[0] == methods[1]:
+        raise ConfigError(f"compare takes two different methods, A and B; got {methods}.")
+    if ci not in CI_METHODS:
+        raise ConfigError(f"--ci {ci!r}: use one of {', '.join(CI_METHODS)}.")
+    spec = get_task(task, profile)
+    from lorabench.method import METHODS
+
+    for m in methods:
+        METHODS.get(m)  # unknown names fail with suggestions
+    if not results_dir.is_dir():
+        raise ConfigError(f"--results-dir {results_dir}: no such folder.")
+    ks = _parse_k(k)
+    bb = backbone or spec.backbone
+    records, _ = load_results(results_dir)
+    pool = [r for r in records if r.task == task and r.profile == profile and r.backbone == bb and not staleness(r)]
+    table = _table("K", "n", "A − B (pts)", "SE", "95 % CI", "W/T/L", "Wilcoxon p", "sign p", "verdict",
+                   "seeds to decide",
+                   title=f"{methods[0]} (A) vs {methods[1]} (B) on {task} ({profile}, {bb}); paired over seeds")
+    for kk in ks:
+        a = [r for r in pool if r.method == methods[0] and str(r.k) == str(kk)]
+        b = [r for r in pool if r.method == methods[1] and str(r.k) == str(kk)]
+        if not a or not b:
+            missing = [m for m, recs in zip(methods, (a, b)) if not recs]
+            table.add_row(str(kk), "0", "", "", "", "", "", "", f"no current records of {', '.join(missing)}", "")
+            continue
+        c = compare_records(a, b, ci=ci)
+        pts = lambda x: "" if x is None else f"{100 * x:+.2f}"  # noqa: E731
+        need = seeds_needed(c.mean_diff, c.sd_diff) if c.n >= 2 and c.sd_diff else None
+        dropped = f" (dropped seeds {sorted(c.dropped)})" if c.dropped else ""
+        table.add_row(str(kk), f"{c.n}{dropped}", pts(c.mean_diff), "" if c.se is None else f"{100 * c.se:.2f}",
+                      "" if c.ci is None else f"[{pts(c.ci_low)}, {pts(c.ci_high)}]", f"{c.wins}/{c.ties}/{c.losses}",
+                      "" if c.wilcoxon_pvalue is None else f"{c.wilcoxon_pvalue:.3g}",
+                      "" if c.sign_pvalue is None else f"{c.sign_pvalue:.3g}", c.verdict,
+                      "" if need is None else str(need))
+    console.print(table)
+
+
 class Listable(str, Enum):
     tasks = "tasks"
     methods = "methods"

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 
+import numpy as np
 import pytest
 from scipy import stats as sps
 
@@ -217,3 +218,26 @@ def test_records_that_do_not_pair_are_refused():
         per_seed([record(0.5, 0), record(0.5, 1, k=5)])
     with pytest.raises(ValueError, match="different configurations"):
         per_seed([record(0.5, 0), record(0.6, 0, config_hash="other", created_at="2025-01-01T00:00:00+00:00")])
+
+
+def test_compare_cli_prints_the_paired_numbers_of_real_records(monkeypatch, capsys):
+    """`lorabench compare` on the committed full-protocol PACS records: the mean paired difference and the
+    t interval it prints are those recomputed here from the per-seed values; a K without records says so."""
+    import sys
+    from pathlib import Path
+
+    from lorabench import cli
+    from lorabench.results import load_results
+
+    results = Path(__file__).resolve().parents[1] / "docs" / "results"
+    recs, _ = load_results(results)
+    val = {(r.method, str(r.k), r.seed): r.value for r in recs if r.task == "pacs_art_painting"}
+    diffs = np.array([val[("learned_composition", "1", s)] - val[("uniform_composition", "1", s)] for s in (0, 1, 2)])
+    half = sps.t.ppf(0.975, 2) * diffs.std(ddof=1) / np.sqrt(3)
+    monkeypatch.setattr(sys, "argv", ["lorabench", "compare", "learned_composition", "uniform_composition", "-t",
+                                      "pacs_art_painting", "--k", "1,50", "--results-dir", str(results)])
+    cli.main()
+    out = " ".join(capsys.readouterr().out.split())
+    assert f"{100 * diffs.mean():+.2f}" in out
+    assert f"[{100 * (diffs.mean() - half):+.2f}, {100 * (diffs.mean() + half):+.2f}]" in out
+    assert "no current records" in out  # K = 50 was not run
