@@ -22,6 +22,7 @@ from pathlib import Path
 from typing import Any
 
 import jinja2
+import markupsafe
 import numpy as np
 from pydantic import BaseModel
 
@@ -144,6 +145,8 @@ class TaskPage(BaseModel):
     best: dict[str, list[Row]]  # per K: the bold row (at most one), only where the seeds back it
     marks: dict[str, ColumnMark] = {}
     plot: dict[str, Any]
+    diff_plot: dict[str, Any] = {}  # paired differences of the main pairs against K (see diff_plot)
+    unrun_ks: list[str] = []  # K values of the task's grid with no record on this page (no column, no plot slot)
     flags: list[str]
     provenance: Provenance
     upstream_checks: list[UpstreamCheck] = []
@@ -158,6 +161,8 @@ class SiteReport(BaseModel):
     bad_files: list[Path]
     bad_records: list[str] = []  # "<cell id> (config <hash>): why", for records left out for their values
     flags: int
+    claims: Path | None = None  # claims.html
+    claim_totals: dict[str, int] = {}  # verdict -> task x K rows, over every claim
 
 
 # --- grouping ----------------------------------------------------------------------------------
@@ -417,6 +422,85 @@ def accuracy_plot(rows: list[Row], ks: list[str]) -> dict[str, Any]:
             "series": series, "xticks": xticks, "yticks": yticks, "empty": False}
 
 
+# The paired differences A - B a task page plots against K, where both methods have rows on the page.
+MAIN_PAIRS = [("uniform_composition", "classifier_tuning"), ("learned_composition", "lora"),
+              ("learned_composition", "uniform_composition"), ("uniform_composition", "full_finetune")]
+PAIR_COLOURS = ["#3d5a80", "#c2185b", "#e07a1f", "#2a9d8f"]  # one per main pair, the same on every page
+DIFF_STEPS = (0.005, 0.01, 0.02, 0.05, 0.1, 0.2, 0.25, 0.5)
+
+
+def _pts_tick(v: float) -> str:
+    v = round(100 * v, 6)
+    return "0" if abs(v) < 1e-9 else f"{v:+g}"
+
+
+def _diff_title(label: str, k: str, c: PairedComparison, a: Row, b: Row) -> str:
+    dropped = f"; seed(s) {', '.join(map(str, c.dropped))} left out, run by one side only" if c.dropped else ""
+    if c.ci is None:
+        return f"{label}, K={k}: {_pts(c.mean_diff)} pts on {c.n} shared seed (too few for an interval){dropped}"
+    says = {"A better": f"{row_label(a)} ahead", "B better": f"{row_label(b)} ahead", "tied": "tied on every seed"}
+    return (f"{label}, K={k}: {_pts(c.mean_diff)} pts, paired 95% CI [{_pts(c.ci_low)}, {_pts(c.ci_high)}] over "
+            f"{c.n} seeds (wins/ties/losses {c.wins}/{c.ties}/{c.losses}): "
+            f"{says.get(c.verdict, 'the interval holds zero')}{dropped}")
+
+
+def diff_plot(rows: list[Row], ks: list[str]) -> dict[str, Any]:
+    """Paired difference A - B (percentage points) against K for each main pair (MAIN_PAIRS) with rows of both
+    methods on one backbone: the mean over matched seeds with its paired 95% t interval (`stats.compare`), or a
+    hollow marker and no bar where fewer than 2 seeds match. Same frame as `accuracy_plot`; x only at the K
+    values where some pair has a matched seed."""
+    w, h, left, right, top, bottom = 680, 340, 58, 18, 18, 46
+    multi_backbone = len({r.backbone for r in rows}) > 1
+    pairs = []
+    for i, (ma, mb) in enumerate(MAIN_PAIRS):
+        for a in (r for r in rows if r.method == ma):
+            for b in (r for r in rows if r.method == mb and r.backbone == a.backbone):
+                comps = {k: c for k in ks if (c := compare(a.cells[k].values, b.cells[k].values)).n}
+                if comps:
+                    label = f"{row_label(a)} − {row_label(b)}" + (f" ({a.backbone})" if multi_backbone else "")
+                    pairs.append((i, a, b, label, comps))
+    empty = {"width": w, "height": h, "series": [], "xticks": [], "yticks": [], "empty": True,
+             "pairs": [f"{a} − {b}" for a, b in MAIN_PAIRS]}
+    if not pairs:
+        return empty
+    used = [k for k in ks if any(k in p[4] for p in pairs)]
+    vals = [0.0] + [v for p in pairs for c in p[4].values()
+                    for v in (c.mean_diff, *(c.ci or ()))]
+    lo, hi = max(-1.0, min(vals)), min(1.0, max(vals))  # a difference of accuracies lies in [-1, 1]
+    step = next((s for s in DIFF_STEPS if max(hi - lo, 0.02) / s <= 6), DIFF_STEPS[-1])
+    lo, hi = math.floor(lo / step + 1e-9) * step, math.ceil(hi / step - 1e-9) * step
+    hi = max(hi, lo + step)
+    plot_w, plot_h = w - left - right, h - top - bottom
+
+    def y(v: float) -> float:
+        return round(top + plot_h * (1 - (min(hi, max(lo, v)) - lo) / (hi - lo)), 2)
+
+    slot = plot_w / len(used)
+    xs = {k: left + slot * (i + 0.5) for i, k in enumerate(used)}
+    dodge = min(8.0, slot / (2 * len(pairs)))
+    series = []
+    for j, (i, a, b, label, comps) in enumerate(pairs):
+        off = (j - (len(pairs) - 1) / 2) * dodge
+        points = []
+        for k in used:
+            c = comps.get(k)
+            if c is None:
+                continue
+            p = {"x": round(xs[k] + off, 2), "y": y(c.mean_diff), "k": k, "n": c.n, "mean": c.mean_diff,
+                 "ci_low": c.ci_low, "ci_high": c.ci_high, "bar": c.ci is not None,
+                 "title": _diff_title(label, k, c, a, b)}
+            if c.ci is not None:
+                p |= {"y_lo": y(c.ci_low), "y_hi": y(c.ci_high), "cap_lo": c.ci_low >= lo, "cap_hi": c.ci_high <= hi}
+            points.append(p)
+        series.append({"label": label, "pair": f"{a.method} − {b.method}", "color": PAIR_COLOURS[i],
+                       "points": points, "path": " ".join(f"{p['x']},{p['y']}" for p in points)})
+    n_ticks = int(round((hi - lo) / step))
+    yticks = [{"y": y(lo + j * step), "label": _pts_tick(lo + j * step)} for j in range(n_ticks + 1)]
+    xticks = [{"x": round(x, 2), "label": k} for k, x in xs.items()]
+    return {**empty, "left": left, "right": w - right, "top": top, "bottom": h - bottom, "zero_y": y(0.0),
+            "series": series, "xticks": xticks, "yticks": yticks, "empty": False}
+
+
 def heat_colour(t: float) -> tuple[str, str]:
     """Fill for a value in [0, 1] on the blue scale, and a text colour that reads on it."""
     t = min(1.0, max(0.0, t))
@@ -548,8 +632,9 @@ def upstream_checks(records: list[ResultRecord]) -> list[UpstreamCheck]:
 def task_page(name: str, records: list[ResultRecord], file: str, profile: str = "full",
               stale: list[tuple[ResultRecord, str]] = ()) -> TaskPage:
     spec = _task_spec(name)
-    seen_ks = {str(r.k) for r in records}
-    ks = sorted(seen_ks | ({str(k) for k in spec.k_grid} if spec else set()), key=k_order)
+    # Only the K values something was run at: a grid K with no record gets no column and no plot slot.
+    ks = sorted({str(r.k) for r in records}, key=k_order)
+    unrun_ks = sorted({str(k) for k in spec.k_grid} - set(ks), key=k_order) if spec else []
     seeds = list(spec.seeds) if spec else sorted({r.seed for r in records})
     rows, flags = build_rows(records, ks, seeds)
     if profile == "full":
@@ -577,7 +662,8 @@ def task_page(name: str, records: list[ResultRecord], file: str, profile: str = 
         name=name, profile=profile, upstream_checks=checks, stale=stale_rows, file=file, setting=latest.setting, suite=latest.suite,
         backbones=sorted({r.backbone for r in records}), metric=latest.metric, registered=spec is not None,
         spec=spec.model_dump(mode="json") if spec else None, ks=ks, seeds=seeds, rows=rows, best=best, marks=marks,
-        plot=accuracy_plot(rows, ks), flags=flags, provenance=provenance(records),
+        plot=accuracy_plot(rows, ks), diff_plot=diff_plot(rows, ks), unrun_ks=unrun_ks, flags=flags,
+        provenance=provenance(records),
     )
 
 
@@ -586,7 +672,7 @@ def _stale_only_page(name: str, profile: str, stale: list[tuple[ResultRecord, st
     page = task_page(name, [r for r, _ in stale], file, profile, stale)
     page.rows, page.best = [], {k: [] for k in page.ks}
     page.marks = {k: ColumnMark(k=k, status="unranked" if profile != "full" else "none") for k in page.ks}
-    page.plot = accuracy_plot([], page.ks)
+    page.plot, page.diff_plot = accuracy_plot([], page.ks), diff_plot([], page.ks)
     return page
 
 
@@ -595,6 +681,8 @@ def environment() -> jinja2.Environment:
                              undefined=jinja2.StrictUndefined, trim_blocks=True, lstrip_blocks=True)
     env.filters["pct"] = pct
     env.filters["count"] = lambda n: f"{n:,}"
+    # Escaped, with a line-break chance after each underscore: long snake_case method names wrap there.
+    env.filters["wbr"] = lambda text: markupsafe.Markup("_<wbr>").join(str(text).split("_"))
     env.globals["row_label"] = row_label
     return env
 
@@ -624,13 +712,17 @@ def _check_targets(paths: list[Path], out_dir: Path) -> None:
                               "another --out.")
 
 
-def build_site(results_dir: str | Path, out_dir: str | Path) -> SiteReport:
-    """Render every valid record under `results_dir` into `out_dir` (index.html + task-<name>.html)."""
+def build_site(results_dir: str | Path, out_dir: str | Path, claims_files: list[str | Path] | tuple = ()) -> SiteReport:
+    """Render every valid record under `results_dir` into `out_dir` (index.html + task-<name>.html + claims.html:
+    the paper's claims, plus those of each of `claims_files`, checked against the current full-profile records)."""
     results_dir, out_dir = Path(results_dir), Path(out_dir)
     if not results_dir.is_dir():
         raise ConfigError(f"--results-dir {results_dir}: no such folder (it should hold <task>/*.json result files "
                           "written by `lorabench run`).")
     _check_out_dir(out_dir)
+    from lorabench.leaderboard.claims import CLAIMS_PAGE, evaluate_claims, load_claims, render_claims_page
+
+    claims = load_claims(claims_files)  # a bad claims file fails before anything is read or written
     loaded, bad = load_results(results_dir)
     records, bad_records = [], []
     for r in loaded:
@@ -661,17 +753,22 @@ def build_site(results_dir: str | Path, out_dir: str | Path) -> SiteReport:
     env = environment()
     meta = {"generated": datetime.now(timezone.utc).isoformat(timespec="seconds"), "version": lorabench.__version__,
             "results_dir": str(results_dir), "bad_files": [str(p) for p in bad], "bad_records": bad_records}
-    index = out_dir / "index.html"
+    claims_report = evaluate_claims(claims, [r for (_, p), recs in by_task.items() if p == "full" for r in recs],
+                                    {page.name: page.file for page in pages if page.profile == "full"})
+    index, claims_path = out_dir / "index.html", out_dir / CLAIMS_PAGE
     written = [out_dir / page.file for page in pages]
-    _check_targets([index, *written], out_dir)
+    _check_targets([index, claims_path, *written], out_dir)
     html = [env.get_template("task.html").render(page=page, pages=pages, meta=meta) for page in pages]
-    html.append(env.get_template("index.html").render(pages=pages, meta=meta, provenance=provenance(records)))
+    html.append(render_claims_page(env, claims_report, pages, meta))
+    html.append(env.get_template("index.html").render(pages=pages, meta=meta, provenance=provenance(records),
+                                                      claims=claims_report))
     path = out_dir
     try:
         out_dir.mkdir(parents=True, exist_ok=True)
-        for path, text in zip([*written, index], html):
+        for path, text in zip([*written, claims_path, index], html):
             path.write_text(text, encoding="utf-8")
     except OSError as exc:
         raise ConfigError(f"--out {out_dir}: cannot write {path}: {exc.strerror or exc}.") from None
     return SiteReport(out_dir=out_dir, index=index, pages=written, n_records=len(records), bad_files=bad,
-                      bad_records=bad_records, flags=sum(len(p.flags) for p in pages))
+                      bad_records=bad_records, flags=sum(len(p.flags) for p in pages), claims=claims_path,
+                      claim_totals=claims_report.totals)

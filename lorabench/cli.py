@@ -322,12 +322,15 @@ def list_(what: Listable = typer.Argument(..., help="tasks, methods or backbones
 def leaderboard(
     results_dir: Path = typer.Option(Path("results"), "--results-dir", help="Folder of result JSON files (searched recursively)."),
     out: Path = typer.Option(Path("site"), "--out", help="Folder to write the static site into (index.html + one page per task)."),
+    claims: Optional[list[Path]] = typer.Option(None, "--claims", help="A YAML file of claims to check on claims.html, besides the paper's (repeatable; format: lorabench/leaderboard/claims/paper.yaml)."),
 ) -> None:
     """Render all results into a static HTML leaderboard that opens from disk (no server, no network)."""
     from lorabench.leaderboard import build_site
 
-    report = build_site(results_dir, out)
+    report = build_site(results_dir, out, claims or ())
     console.print(f"{report.n_records} result file(s) -> {len(report.pages)} task page(s); open {report.index}")
+    if report.claims:
+        console.print(f"claims: {', '.join(f'{n} {v}' for v, n in report.claim_totals.items())} (task × K rows) -> {report.claims}")
     if report.bad_files:
         err_console.print(f"[yellow]{len(report.bad_files)} file(s) did not validate and were left out[/] "
                           "(listed on the index page).")

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import math
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -291,3 +292,15 @@ def test_a_cell_whose_training_diverges_fails_with_exit_1_and_writes_nothing(wor
     assert code == 1 and "Traceback" not in text
     assert "1 cell(s) failed" in flat and "the training loss became nan" in flat and "no result is written" in flat
     assert not [p for p in out.rglob("*") if p.is_file()]
+
+
+def test_repeated_names_and_values_are_run_and_counted_once(world, monkeypatch, capsys):
+    before = snapshot(world["results"])
+    t = world["task"]
+    code, text = invoke(["run", "-m", "classifier_tuning,classifier_tuning", "-t", f"{t},{t}", "--k", "1,1",
+                         "--seeds", "0,0", *R(world)], {}, monkeypatch, capsys)
+    flat = " ".join(text.split())
+    assert code == 0, text
+    assert "1/1" in flat and "0 done 1 skipped" in flat  # one cell, already finished
+    assert re.search(r"classifier_tuning │ efficientnet_lite0 │ 1 │ [\d.]+ ± 0\.00 │ 1 │", flat), flat  # one seed
+    assert snapshot(world["results"]) == before

@@ -517,7 +517,8 @@ def test_means_that_the_seeds_do_not_separate_are_marked_tied_and_none_is_bold(p
     assert {s.text() for s in li.find_all("span", "tied-method")} == {"uniform_composition", "learned_composition",
                                                                      "classifier_tuning"}
     assert li.one("span", "best-score").text() == "75.47"
-    assert index.one("tr", data_task=paired_task).one("li", data_k="5").one("span", "muted").text() == "not run"
+    # K = 5 is in the task's grid but was never run: the index, like the page, lists only the K values with records
+    assert not index.one("tr", data_task=paired_task).find_all("li", data_k="5")
 
 
 def test_a_pair_the_seeds_separate_gets_the_bold_and_stale_records_never_enter(paired_task, tmp_path):
@@ -576,3 +577,176 @@ def test_one_method_alone_in_a_column_is_neither_bold_nor_tied(paired_task, tmp_
     assert not {"best", "tied"} & td.classes()
     li = dom((tmp_path / "site" / "index.html").read_text()).one("tr", data_task=paired_task).one("li", data_k="1")
     assert "only method run" in li.text() and li.one("span", "best-score").text() == "61.00"
+
+
+# --- pages that fit what was run: K columns, paired differences, a 1400 px window -----------------
+
+# The pairs the difference plot shows (A - B), restated from the issue rather than read from the code.
+MAIN_PAIRS = [("uniform_composition", "classifier_tuning"), ("learned_composition", "lora"),
+              ("learned_composition", "uniform_composition"), ("uniform_composition", "full_finetune")]
+
+
+@pytest.fixture(scope="module")
+def grid_task(tmp_path_factory) -> str:
+    """A registered task whose K grid is larger than what its (hand-written) records ran."""
+    spec = {**QUICK_TASK, "name": "digits_grid", "k_grid": [1, 5, 10, 20, 50, "all"], "seeds": [0, 1, 2]}
+    with registered_task(tmp_path_factory.mktemp("grid_tasks"), spec) as name:
+        yield name
+
+
+# method -> K -> {seed: value}: K = 1 and 5 only; lora lacks seed 0 (a "2/3 seeds" cell), learned ran K = 5 once,
+# so learned - lora has no shared seed at K = 5 and learned - uniform has one (a hollow marker, no bar).
+K1_K5 = {
+    "classifier_tuning": {"1": {0: 0.41, 1: 0.45, 2: 0.38}, "5": {0: 0.62, 1: 0.66, 2: 0.60}},
+    "uniform_composition": {"1": {0: 0.43, 1: 0.48, 2: 0.39}, "5": {0: 0.63, 1: 0.65, 2: 0.64}},
+    "learned_composition": {"1": {0: 0.36, 1: 0.47, 2: 0.30}, "5": {0: 0.70}},
+    "lora": {"1": {1: 0.52, 2: 0.33}, "5": {1: 0.61, 2: 0.68}},
+}
+
+
+def write_grid(folder: Path, task: str, values: dict[str, dict[str, dict[int, float]]], **fields) -> None:
+    write_records(folder, {f"{m}_k{k}_s{s}": fake_record(task, v, "all" if k == "all" else int(k), s, method=m,
+                                                         **({"n_support": 40} if k == "all" else {}), **fields)
+                           for m, by_k in values.items() for k, seeds in by_k.items() for s, v in seeds.items()})
+
+
+def x_ticks(svg: Node) -> list[str]:
+    return [t.text() for t in svg.find_all("text", "tick") if t.attrs.get("text-anchor") == "middle"]
+
+
+def test_a_page_shows_only_the_k_values_that_were_run(grid_task, tmp_path):
+    write_grid(tmp_path / "results" / grid_task, grid_task, K1_K5)
+    build_site(tmp_path / "results", tmp_path / "site")
+    page = dom((tmp_path / "site" / f"task-{grid_task}.html").read_text())
+    table = page.one("table", "results")
+    assert [th.text().strip() for th in table.find_all("th", "k")] == ["K = 1", "K = 5"]
+    for tr in table.find_all("tr"):
+        if "data-method" in tr.attrs:
+            assert [td.attrs["data-k"] for td in tr.find_all("td", "acc")] == ["1", "5"], tr.attrs["data-method"]
+    assert "not run (0/" not in table.text()  # no column for K = 10, 20, 50, all
+    lora_k1 = column(page, "1")["lora"].one("span", "seeds")  # a missing seed inside a K that was run still shows
+    assert lora_k1.text() == "2/3 seeds" and "missing" in lora_k1.classes()
+    assert column(page, "5")["learned_composition"].one("span", "seeds").text() == "1/3 seeds"
+    assert "K = 10, 20, 50, all" in page.one("p", "unrun-ks").text()
+    assert x_ticks(page.one("svg", "plot")) == ["1", "5"]
+    assert x_ticks(page.one("svg", "diff-plot")) == ["1", "5"]
+    assert [th.text().strip() for th in page.one("table", "seeds-table").find_all("th", scope="col")][1:] == ["K = 1", "K = 5"]
+
+
+def test_the_difference_plot_has_one_series_per_main_pair_with_paired_intervals(grid_task, tmp_path):
+    from lorabench.stats import compare
+
+    write_grid(tmp_path / "results" / grid_task, grid_task, K1_K5)
+    build_site(tmp_path / "results", tmp_path / "site")
+    page = dom((tmp_path / "site" / f"task-{grid_task}.html").read_text())
+    svg = page.one("svg", "diff-plot")
+    series = {g.attrs["data-pair"]: g for g in svg.find_all("g", "pair")}
+    present = [(a, b) for a, b in MAIN_PAIRS if a in K1_K5 and b in K1_K5]  # no full_finetune records here
+    assert list(series) == [f"{a} − {b}" for a, b in present] and len(series) == 3
+    legend = [li.text().strip() for li in page.one("ul", "diff-legend").find_all("li")]
+    assert legend == list(series)
+    n_points = {}
+    for a, b in present:
+        g = series[f"{a} − {b}"]
+        points = g.find_all("g", "point")
+        expected = {k: compare(K1_K5[a][k], K1_K5[b][k]) for k in ("1", "5")}
+        expected = {k: c for k, c in expected.items() if c.n}  # a K where no seed is shared has no point
+        assert [p.attrs["data-k"] for p in points] == list(expected), (a, b)
+        n_points[(a, b)] = len(points)
+        for p in points:
+            c = expected[p.attrs["data-k"]]
+            title = p.one("title").text()
+            assert int(p.attrs["data-n"]) == c.n and float(p.attrs["data-mean"]) == pytest.approx(c.mean_diff)
+            assert f"K={p.attrs['data-k']}: {100 * c.mean_diff:+.2f} pts" in title, title
+            if c.n >= 2:  # a CI bar from ci_low to ci_high, a filled marker
+                assert len(p.find_all("line", "ci")) == 1 and p.one("circle").attrs["class"] == "filled"
+                assert float(p.attrs["data-ci-low"]) == pytest.approx(c.ci_low)
+                assert float(p.attrs["data-ci-high"]) == pytest.approx(c.ci_high)
+                assert f"95% CI [{100 * c.ci_low:+.2f}, {100 * c.ci_high:+.2f}] over {c.n} seeds" in title, title
+                bar = p.one("line", "ci")
+                assert float(bar.attrs["y1"]) > float(p.one("circle").attrs["cy"]) > float(bar.attrs["y2"])
+            else:  # one shared seed: no interval, a hollow marker
+                assert not p.find_all("line", "ci") and p.one("circle").attrs["class"] == "hollow"
+                assert "CI" not in title and "1 shared seed" in title
+    assert n_points == {("uniform_composition", "classifier_tuning"): 2, ("learned_composition", "lora"): 1,
+                        ("learned_composition", "uniform_composition"): 2}
+    # The zero line sits at the "0" tick; points above it are differences A - B > 0.
+    zero = svg.one("line", "zero")
+    tick0 = next(t for t in svg.find_all("text", "tick") if t.text() == "0")
+    assert zero.attrs["y1"] == zero.attrs["y2"] == tick0.attrs["y"]
+    for p in svg.find_all("g", "point"):
+        assert (float(p.one("circle").attrs["cy"]) < float(zero.attrs["y1"])) == (float(p.attrs["data-mean"]) > 0)
+
+
+def test_a_page_without_a_main_pair_says_so_instead_of_an_empty_plot(grid_task, tmp_path):
+    write_grid(tmp_path / "results" / grid_task, grid_task, {"classifier_tuning": K1_K5["classifier_tuning"],
+                                                             "full_finetune": K1_K5["lora"]})
+    build_site(tmp_path / "results", tmp_path / "site")
+    page = dom((tmp_path / "site" / f"task-{grid_task}.html").read_text())
+    assert not page.find_all("svg", "diff-plot")
+    assert "None of the main pairs" in page.one("p", "diff-empty").text()
+
+
+MEASURE = """<script>window.addEventListener("load", () => {
+  const d = document.documentElement, wrap = document.querySelector(".table-wrap");
+  const box = e => e.getBoundingClientRect();
+  const params = [...document.querySelectorAll("table.results td.params, table.results th.params-head")];
+  const out = document.createElement("pre");
+  out.id = "measure";
+  out.textContent = JSON.stringify({scroll_width: d.scrollWidth, client_width: d.clientWidth,
+    wrap_scroll: wrap.scrollWidth, wrap_client: wrap.clientWidth, n_params: params.length,
+    params_left: Math.min(...params.map(e => box(e).left)), params_right: Math.max(...params.map(e => box(e).right)),
+    table_right: box(document.querySelector("table.results")).right});
+  document.body.appendChild(out);
+});</script>"""
+
+
+def layout_in_chromium(page: Path, tmp_path: Path, size: str = "1400,900") -> dict:
+    """Lay the page out in headless Chromium at `size` and read back widths (a measuring script is added to a
+    copy of the page; the page itself carries none)."""
+    probe = tmp_path / f"measure-{page.name}"
+    probe.write_text(page.read_text().replace("</body>", MEASURE + "</body>"))
+    out = chromium(tmp_path / "profile-measure", f"--window-size={size}", "--virtual-time-budget=5000", "--dump-dom",
+                   probe.resolve().as_uri())
+    assert out.returncode == 0, out.stderr[-2000:]
+    found = dom(out.stdout).find_all("pre", id="measure")
+    assert found, out.stdout[-1000:]
+    return json.loads(found[0].text())
+
+
+@pytest.mark.slow
+@needs_chromium
+def test_the_results_table_fits_1400_px_with_the_parameter_counts_in_view(grid_task, tmp_path):
+    """Every K of the grid run, five methods plus a second LoRA configuration (a long label and clash notes),
+    seven-digit parameter counts: no horizontal scroll at 1400 x 900, the parameter columns on screen."""
+    ks = ["1", "5", "10", "20", "50", "all"]
+    params = {"classifier_tuning": 0, "uniform_composition": 0, "learned_composition": 93, "lora": 338_944,
+              "full_finetune": 3_371_008}
+    folder = tmp_path / "results" / grid_task
+    for i, (method, n) in enumerate(params.items()):
+        write_grid(folder, grid_task, {method: {k: {s: 0.3 + 0.1 * i + 0.02 * s + 0.01 * j for s in range(3)}
+                                               for j, k in enumerate(ks)}}, trainable_params=n, head_params=8967)
+    variant = {}
+    for j, k in enumerate(ks):
+        for s in range(3):
+            cfg = expand_grid(["lora"], [grid_task], ["all" if k == "all" else int(k)], [s], None,
+                              hparams={"lr": 0.0005, "rank": 64, "alpha": 128.0})[0]
+            rec = fake_record(grid_task, 0.5 + 0.01 * s, "all" if k == "all" else int(k), s, method="lora",
+                              n_support=40, trainable_params=1_355_776, head_params=8967)
+            variant[f"lora_big_k{k}_s{s}"] = {**rec, "cell_id": cfg.cell_id(), "config_hash": cfg.config_hash(),
+                                             "config": cfg.model_dump(mode="json")}
+    write_records(folder, variant)
+    build_site(tmp_path / "results", tmp_path / "site")
+    page = tmp_path / "site" / f"task-{grid_task}.html"
+    doc = dom(page.read_text())
+    assert [th.text().strip() for th in doc.one("table", "results").find_all("th", "k")] == [f"K = {k}" for k in ks]
+    assert len(doc.find_all("tr", data_method="lora")) == 2 and doc.find_all("span", "note")
+    # full_finetune ran, so all four main pairs; learned - lora once per LoRA configuration, each labelled
+    pairs = [g.attrs["data-pair"] for g in doc.one("svg", "diff-plot").find_all("g", "pair")]
+    assert pairs == [f"{a} − {b}" for a, b in MAIN_PAIRS[:2]] + [f"{a} − {b}" for a, b in MAIN_PAIRS[1:]]
+    labels = [li.text().strip() for li in doc.one("ul", "diff-legend").find_all("li")]
+    assert len(set(labels)) == 5 and "learned_composition − lora (alpha=128.0, lr=0.0005, rank=64)" in labels, labels
+    m = layout_in_chromium(page, tmp_path)
+    assert m["scroll_width"] <= 1400, m  # the document does not scroll sideways
+    assert m["wrap_scroll"] <= m["wrap_client"], m  # nor does the table inside its wrapper
+    assert m["n_params"] == 2 + 2 * 6 and 0 <= m["params_left"] and m["params_right"] <= m["client_width"], m

@@ -1,0 +1,420 @@
+"""Claims as data: the paper's claims file, its validation, the verdict per claim x task x K, and claims.html.
+
+Records are written by hand (`fake_record`, never run); expected intervals are recomputed here with scipy
+from the per-seed values, not with the leaderboard's code.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import re
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+from conftest import QUICK_TASK, registered_task
+from scipy import stats as sps
+from test_leaderboard import Node, browser_dom, dom, fake_record, needs_chromium, write_records
+
+from lorabench.errors import SpecError
+from lorabench.leaderboard import build_site
+from lorabench.leaderboard.claims import (NOT_RUN, SUPPORTED, UNDECIDED, CONTRADICTED, decide,
+                                          load_claims, load_claims_file, parse_k, seeds_to_decide)
+from lorabench.stats import compare, seeds_needed
+
+REPO = Path(__file__).resolve().parents[1]
+DOCS_RESULTS = REPO / "docs" / "results"
+CLI = [sys.executable, "-m", "lorabench.cli"]
+
+
+# --- helpers -------------------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def claims_task(tmp_path_factory) -> str:
+    """A registered task with five seeds and K = 1, 5, all; its records are written by hand."""
+    spec = {**QUICK_TASK, "name": "digits_claims", "k_grid": [1, 5, "all"], "seeds": [0, 1, 2, 3, 4]}
+    with registered_task(tmp_path_factory.mktemp("claims_tasks"), spec) as name:
+        yield name
+
+
+def records(task: str, values: dict[str, dict[object, dict[int, float]]], **fields) -> dict[str, dict]:
+    """{method: {K: {seed: value}}} -> record dicts, named uniquely."""
+    out = {}
+    for method, by_k in values.items():
+        for k, seeds in by_k.items():
+            for seed, v in seeds.items():
+                extra = {"n_support": 40} if k == "all" else {}
+                out[f"{method}_k{k}_s{seed}"] = fake_record(task, v, k, seed, method=method, **extra, **fields)
+    return out
+
+
+def write_claims(path: Path, claims: list[dict]) -> Path:
+    path.write_text(yaml.safe_dump({"claims": claims}, sort_keys=False, allow_unicode=True), encoding="utf-8")
+    return path
+
+
+def build(tmp_path: Path, task: str, values: dict, claims: list[dict], extra_records: dict | None = None) -> Node:
+    write_records(tmp_path / "results" / task, {**records(task, values), **(extra_records or {})})
+    claims_file = write_claims(tmp_path / "mine.yaml", claims)
+    report = build_site(tmp_path / "results", tmp_path / "site", [claims_file])
+    assert report.claims == tmp_path / "site" / "claims.html"
+    return dom(report.claims.read_text(encoding="utf-8"))
+
+
+def rows(page: Node, claim_id: str) -> dict[tuple[str, str, str], Node]:
+    """(task, K, 'a>b') -> its row in the claim's verdict table."""
+    section = page.one("section", "claim", data_claim=claim_id)
+    out = {}
+    for tr in section.find_all("tr", "claim-row"):
+        key = (tr.attrs["data-task"], tr.attrs["data-k"], f"{tr.attrs['data-a']}>{tr.attrs['data-b']}")
+        assert key not in out, key
+        out[key] = tr
+    return out
+
+
+def t_interval(diffs: list[float]) -> tuple[float, float]:
+    n = len(diffs)
+    mean, sd = sum(diffs) / n, math.sqrt(sum((d - sum(diffs) / n) ** 2 for d in diffs) / (n - 1))
+    half = sps.t.ppf(0.975, n - 1) * sd / math.sqrt(n)
+    return mean - half, mean + half
+
+
+def pts(x: float) -> str:
+    return f"{100 * x:+.2f}"
+
+
+def claim(cid: str, *comparisons: dict, **fields) -> dict:
+    return {"id": cid, "text": f"claim {cid}", "source": "test", "comparisons": list(comparisons), **fields}
+
+
+BASE = {0: 0.55, 1: 0.62, 2: 0.70, 3: 0.58, 4: 0.66}
+NOISE = {0: 0.004, 1: -0.003, 2: 0.002, 3: -0.001, 4: 0.0}
+
+
+# --- the file format -----------------------------------------------------------------------------
+
+
+def test_the_shipped_paper_claims_parse_and_carry_no_invented_numbers():
+    assert "claims/*.yaml" in (REPO / "pyproject.toml").read_text()  # shipped with the package data
+    loaded = load_claims()
+    by_id = {lc.claim.id: lc.claim for lc in loaded}
+    assert set(by_id) == {"few_shot_composition_beats_full_finetune", "few_shot_composition_beats_lora",
+                          "full_shot_learned_matches_lora", "few_shot_composition_beats_classifier_tuning"}
+    pairs = {(c.a, c.relation, c.b, c.k.text) for cl in by_id.values() for c in cl.comparisons}
+    assert ("uniform_composition", ">", "full_finetune", "<=5") in pairs
+    assert ("learned_composition", ">", "lora", "<=5") in pairs
+    assert ("learned_composition", "≈", "lora", "all") in pairs
+    assert ("uniform_composition", ">", "classifier_tuning", "<=5") in pairs
+    approx = by_id["full_shot_learned_matches_lora"].comparisons[0]
+    assert approx.margin == 1.0 and approx.params == "<"
+    assert all(not c.paper for cl in by_id.values() for c in cl.comparisons)  # paper numbers: not transcribed
+    assert all(cl.source for cl in by_id.values())
+
+
+@pytest.mark.parametrize("spec, yes, no", [
+    ("<=5", [0, 1, 5], [6, 10, "all"]),
+    ("<5", [1, 4], [5, "all"]),
+    (">=10", [10, 50, "all"], [5]),
+    (">10", [50, "all"], [10]),
+    ("5", [5], [1, 10, "all"]),
+    (5, [5], [1, "all"]),
+    ("all", ["all"], [1, 5, 100]),
+    ("*", [0, 1, 100, "all"], []),
+    ([1, 5], [1, 3, 5], [0, 10, "all"]),
+    ([10, "all"], [10, 100, "all"], [5]),
+])
+def test_k_ranges(spec, yes, no):
+    r = parse_k(spec)
+    assert all(r.covers(k) for k in yes) and not any(r.covers(k) for k in no)
+
+
+BAD = [
+    ("relation: '=>'", {"a": "uniform_composition", "b": "lora", "relation": "=>", "k": "<=5"},
+     "claims[0] (id 'bad').comparisons[0].relation", "is not a relation"),
+    ("bad k", {"a": "uniform_composition", "b": "lora", "relation": ">", "k": "few"},
+     "claims[0] (id 'bad').comparisons[0].k", "is not a K range"),
+    ("≈ without margin", {"a": "uniform_composition", "b": "lora", "relation": "≈", "k": "all"},
+     "claims[0] (id 'bad').comparisons[0]", "needs a margin"),
+    ("margin on >", {"a": "uniform_composition", "b": "lora", "relation": ">", "k": 1, "margin": 1},
+     "claims[0] (id 'bad').comparisons[0]", "margin is only for relation '≈'"),
+    ("unknown method", {"a": "uniform_compositon", "b": "lora", "relation": ">", "k": 1},
+     "claims[0] (id 'bad').comparisons[0]", "unknown method 'uniform_compositon'. Did you mean 'uniform_composition'"),
+    ("unknown setting", {"a": "uniform_composition", "b": "lora", "relation": ">", "k": 1,
+                         "tasks": {"setting": "covariate"}}, "comparisons[0].tasks", "Did you mean 'covariate_shift'"),
+    ("unknown field", {"a": "uniform_composition", "b": "lora", "relation": ">", "k": 1, "kk": 2},
+     "claims[0] (id 'bad').comparisons[0].kk", "unknown field"),
+]
+
+
+@pytest.mark.parametrize("what, comparison, where, message", BAD, ids=[b[0] for b in BAD])
+def test_a_bad_claims_file_is_a_spec_error_naming_file_and_field(tmp_path, what, comparison, where, message):
+    path = write_claims(tmp_path / "bad.yaml", [claim("bad", comparison)])
+    with pytest.raises(SpecError) as err:
+        load_claims_file(path)
+    text = str(err.value)
+    assert str(path) in text and where in text and message in text, text
+
+
+@pytest.mark.parametrize("content, message", [
+    ("claims: [\n  {id: x\n", "not valid YAML at line"),
+    ("- just a list\n", "expected a mapping with a `claims:` list"),
+    ("", "an empty file"),
+    ("claims: []\n", "claims: List should have at least 1 item"),
+    ("claims:\n  - {id: 'has space', text: t, comparisons: [{a: lora, b: uniform_composition, relation: '>', k: 1}]}\n",
+     "claims[0] (id 'has space').id"),
+    ("claims:\n  - {id: x, text: t, comparisons: [{a: lora, b: full_finetune, relation: '>', k: 1}]}\n"
+     "  - {id: x, text: u, comparisons: [{a: lora, b: full_finetune, relation: '<', k: 5}]}\n", "appear more than once"),
+])
+def test_malformed_claims_files(tmp_path, content, message):
+    path = tmp_path / "bad.yaml"
+    path.write_text(content)
+    with pytest.raises(SpecError, match="bad.yaml") as err:
+        load_claims_file(path)
+    assert message in str(err.value), str(err.value)
+
+
+def test_a_claim_id_already_used_by_the_paper_is_refused(tmp_path):
+    path = write_claims(tmp_path / "mine.yaml", [claim("full_shot_learned_matches_lora", {
+        "a": "lora", "b": "full_finetune", "relation": ">", "k": 1})])
+    with pytest.raises(SpecError, match="already used in .*paper.yaml"):
+        load_claims([path])
+
+
+def test_a_bad_claims_file_through_the_cli_exits_2_without_a_traceback_and_writes_nothing(tmp_path):
+    bad = write_claims(tmp_path / "bad.yaml", [claim("bad", {"a": "uniform_composition", "b": "lora",
+                                                              "relation": "≈", "k": "all", "margin": -1})])
+    out = tmp_path / "site"
+    proc = subprocess.run([*CLI, "leaderboard", "--results-dir", str(DOCS_RESULTS), "--out", str(out),
+                           "--claims", str(bad)], capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 2, proc.stderr[-2000:]
+    assert "Traceback" not in proc.stderr and "Traceback" not in proc.stdout
+    flat = " ".join(proc.stderr.split())
+    assert "bad.yaml" in flat and "comparisons[0].margin" in flat and "accuracy points" in flat, flat
+    assert not out.exists()
+    missing = subprocess.run([*CLI, "leaderboard", "--results-dir", str(DOCS_RESULTS), "--out", str(out),
+                              "--claims", str(tmp_path / "nope.yaml")], capture_output=True, text=True, timeout=300)
+    assert missing.returncode == 2 and "Traceback" not in missing.stderr
+    assert "nope.yaml: no such file" in " ".join(missing.stderr.split())
+
+
+# --- verdicts on synthetic records ----------------------------------------------------------------
+
+
+def test_decide_on_paired_comparisons():
+    a = {s: BASE[s] + 0.10 + NOISE[s] for s in BASE}
+    up = compare(a, BASE)
+    assert decide(up, ">")[0] == SUPPORTED and decide(up, "<")[0] == CONTRADICTED
+    assert decide(compare(BASE, a), ">")[0] == CONTRADICTED
+    wide = compare({0: 0.5, 1: 0.6, 2: 0.4}, {0: 0.45, 1: 0.65, 2: 0.38})
+    assert wide.ci_low < 0 < wide.ci_high and decide(wide, ">")[0] == UNDECIDED
+    one = compare({0: 0.9}, {0: 0.1})
+    assert one.n == 1 and decide(one, ">") == (UNDECIDED, "1 seed(s) run by both: too few for an interval (n ≥ 2 needed)")
+    # ≈ with margin 1.0 point: diffs of a few tenths of a point with a small spread lie inside [-1, +1]
+    close = compare({s: BASE[s] + NOISE[s] / 2 for s in BASE}, BASE)
+    assert -0.01 <= close.ci_low and close.ci_high <= 0.01
+    assert decide(close, "≈", 1.0)[0] == SUPPORTED
+    assert decide(up, "≈", 1.0)[0] == CONTRADICTED  # +10 points, tightly: entirely outside ±1
+    assert decide(up, "≈", 15.0)[0] == SUPPORTED
+    assert decide(wide, "≈", 1.0)[0] == UNDECIDED  # straddles the band's edge
+    assert decide(compare(BASE, dict(BASE)), "≈", 1.0)[0] == SUPPORTED  # identical: CI [0, 0]
+
+
+def test_seeds_needed_uses_the_distance_to_the_boundary():
+    c = compare({0: 0.5, 1: 0.6, 2: 0.4}, {0: 0.45, 1: 0.56, 2: 0.41})
+    n, note = seeds_to_decide(c, ">")
+    assert n == seeds_needed(abs(c.mean_diff), c.sd_diff) and "80% power" in note
+    n_approx, _ = seeds_to_decide(c, "≈", 5.0)
+    assert n_approx == seeds_needed(abs(0.05 - abs(c.mean_diff)), c.sd_diff)
+    assert seeds_to_decide(compare({0: 0.9}, {0: 0.1}), ">") == (None, "needs ≥ 2 seeds run by both to estimate the spread")
+
+
+def test_verdicts_per_task_and_k_on_the_page(claims_task, tmp_path):
+    """learned beats classifier by 10 points on every seed at K=1 (supported) and loses by 10 at K=5
+    (contradicted); uniform ran one seed at K=1 (undecided, n=1); lora never ran K=5 (not run)."""
+    learned = {s: BASE[s] + 0.10 + NOISE[s] for s in BASE}
+    values = {"classifier_tuning": {1: BASE, 5: BASE},
+              "learned_composition": {1: learned, 5: {s: BASE[s] - 0.10 + NOISE[s] for s in BASE}},
+              "uniform_composition": {1: {2: 0.9}},
+              "lora": {1: BASE}}
+    page = build(tmp_path, claims_task, values, [
+        claim("mine", {"a": "learned_composition", "b": "classifier_tuning", "relation": ">", "k": "<=5"},
+              {"a": "uniform_composition", "b": "classifier_tuning", "relation": ">", "k": 1},
+              {"a": "learned_composition", "b": "lora", "relation": ">", "k": [1, 5], "tasks": [claims_task]})])
+    got = rows(page, "mine")
+    t = claims_task
+    assert set(got) == {(t, "1", "learned_composition>classifier_tuning"), (t, "5", "learned_composition>classifier_tuning"),
+                        (t, "1", "uniform_composition>classifier_tuning"), (t, "1", "learned_composition>lora"),
+                        (t, "5", "learned_composition>lora")}
+    sup = got[(t, "1", "learned_composition>classifier_tuning")]
+    assert sup.attrs["data-verdict"] == SUPPORTED and sup.attrs["data-n"] == "5"
+    lo, hi = t_interval([learned[s] - BASE[s] for s in BASE])
+    assert sup.one("td", "ci").text() == f"[{pts(lo)}, {pts(hi)}]"
+    assert sup.one("td", "diff").text() == pts(sum(learned[s] - BASE[s] for s in BASE) / 5)
+    assert sup.one("td", "wtl").text() == "5/0/0"
+    assert sup.one("span", "verdict").text() == "supported" and "verdict-supported" in sup.one("span", "verdict").classes()
+    assert got[(t, "5", "learned_composition>classifier_tuning")].attrs["data-verdict"] == CONTRADICTED
+    one = got[(t, "1", "uniform_composition>classifier_tuning")]
+    assert one.attrs["data-verdict"] == UNDECIDED and one.attrs["data-n"] == "1"
+    assert "too few for an interval" in one.text() and one.one("td", "ci").text() == "—"
+    assert "dropped" in one.one("td", "verdict-cell").text()  # the seeds uniform did not run are named
+    not_run = got[(t, "5", "learned_composition>lora")]
+    assert not_run.attrs["data-verdict"] == NOT_RUN and "no current full-profile records of lora at K=5" in not_run.text()
+    counts = {li.attrs["data-verdict"]: li.one("span", "count").text()
+              for li in page.one("section", "claim", data_claim="mine").one("ul", "claim-counts").find_all("li")}
+    assert counts == {"supported": "2", "contradicted": "1", "undecided": "1", "not run": "1"}
+    summary = page.one("table", "claims-summary").one("tr", data_claim="mine")
+    assert [td.text() for td in summary.find_all("td")] == ["2", "1", "1", "1"]
+    assert "paper numbers: not transcribed" in page.one("section", "claim", data_claim="mine").text()
+
+
+def test_a_seed_only_one_side_ran_is_dropped_and_named(claims_task, tmp_path):
+    a = {s: BASE[s] + 0.10 + NOISE[s] for s in BASE}
+    b = {s: v for s, v in BASE.items() if s != 4}
+    page = build(tmp_path, claims_task, {"learned_composition": {5: a}, "lora": {5: b}},
+                 [claim("drop", {"a": "learned_composition", "b": "lora", "relation": ">", "k": 5})])
+    tr = rows(page, "drop")[(claims_task, "5", "learned_composition>lora")]
+    assert tr.attrs["data-n"] == "4" and tr.attrs["data-verdict"] == SUPPORTED
+    assert "dropped: seed 4 (no lora record)" in tr.one("td", "verdict-cell").text()
+    lo, hi = t_interval([a[s] - b[s] for s in b])
+    assert tr.one("td", "ci").text() == f"[{pts(lo)}, {pts(hi)}]"
+
+
+def test_approximately_equal_with_a_margin(claims_task, tmp_path):
+    """At K=all learned is within a few tenths of a point of lora on every seed (supported with margin 1),
+    with 93 vs 338,944 trainable parameters (the `params: '<'` check holds)."""
+    learned = {s: BASE[s] + NOISE[s] for s in BASE}
+    values = {"learned_composition": {"all": learned}, "lora": {"all": BASE}, "uniform_composition": {"all": {
+        s: BASE[s] + 0.05 + NOISE[s] for s in BASE}}, "full_finetune": {"all": {0: 0.5, 1: 0.7, 2: 0.55, 3: 0.62, 4: 0.64}}}
+    write_records(tmp_path / "results" / claims_task, {
+        **records(claims_task, {"learned_composition": values["learned_composition"]}, trainable_params=93),
+        **records(claims_task, {"lora": values["lora"]}, trainable_params=338944)})
+    page = build(tmp_path, claims_task, {m: v for m, v in values.items() if m not in ("learned_composition", "lora")}, [
+        claim("approx", {"a": "learned_composition", "b": "lora", "relation": "≈", "margin": 1.0, "k": "all",
+                         "params": "<"},
+              {"a": "uniform_composition", "b": "lora", "relation": "~", "margin": 1.0, "k": "all"},
+              {"a": "full_finetune", "b": "lora", "relation": "≈", "margin": 1.0, "k": "all"})])
+    got = rows(page, "approx")
+    t = claims_task
+    inside = got[(t, "all", "learned_composition>lora")]
+    assert inside.attrs["data-verdict"] == SUPPORTED and "within [−1, +1]" in inside.one("td", "verdict-cell").attrs["title"]
+    assert inside.one("td", "params").text().strip() == "93 / 338,944 ✓"
+    assert got[(t, "all", "uniform_composition>lora")].attrs["data-verdict"] == CONTRADICTED  # +5 points, tightly
+    assert got[(t, "all", "full_finetune>lora")].attrs["data-verdict"] == UNDECIDED  # spread over the band's edge
+
+
+def test_stale_smoke_and_invalid_records_never_enter(claims_task, tmp_path):
+    """The same supported comparison as above, plus records that would flip it if they entered."""
+    a = {s: BASE[s] + 0.10 + NOISE[s] for s in BASE}
+    extra = {"stale": fake_record(claims_task, 0.01, 1, 0, method="learned_composition", config_hash="0" * 16,
+                                  created_at="2999-01-01T00:00:00+00:00"),
+             "invalid": fake_record(claims_task, 1.5, 1, 1, method="classifier_tuning",
+                                    created_at="2999-01-01T00:00:00+00:00"),
+             "smoke": fake_record(claims_task, 0.01, 1, 2, method="learned_composition", profile="smoke",
+                                  created_at="2999-01-01T00:00:00+00:00")}
+    page = build(tmp_path, claims_task, {"learned_composition": {1: a}, "classifier_tuning": {1: BASE}},
+                 [claim("clean", {"a": "learned_composition", "b": "classifier_tuning", "relation": ">", "k": 1})],
+                 extra_records=extra)
+    tr = rows(page, "clean")[(claims_task, "1", "learned_composition>classifier_tuning")]
+    lo, hi = t_interval([a[s] - BASE[s] for s in BASE])
+    assert tr.attrs["data-verdict"] == SUPPORTED and tr.one("td", "ci").text() == f"[{pts(lo)}, {pts(hi)}]"
+    assert tr.one("td", "wtl").text() == "5/0/0"
+
+
+def test_task_filters_and_unknown_task_names(claims_task, tmp_path):
+    better = {s: BASE[s] + 0.1 + NOISE[s] for s in BASE}
+    page = build(tmp_path, claims_task, {"learned_composition": {1: better}, "lora": {1: BASE}}, [
+        claim("shifted", {"a": "learned_composition", "b": "lora", "relation": ">", "k": 1,
+                          "tasks": {"setting": "covariate_shift"}}),
+        claim("labels", {"a": "learned_composition", "b": "lora", "relation": ">", "k": 1,
+                         "tasks": {"setting": ["label_shift", "task_shift"], "suite": "tests"}})])
+    assert not rows(page, "shifted")  # the test task is a label-shift task
+    assert rows(page, "labels")[(claims_task, "1", "learned_composition>lora")].attrs["data-verdict"] == SUPPORTED
+    bad = write_claims(tmp_path / "typo.yaml", [claim("typo", {"a": "learned_composition", "b": "lora",
+                                                                "relation": ">", "k": 1, "tasks": ["digits_claim"]})])
+    with pytest.raises(SpecError, match=r"typo.yaml: claim 'typo', comparisons\[0\].tasks: unknown task 'digits_claim'"):
+        build_site(tmp_path / "results", tmp_path / "site2", [bad])
+
+
+def test_a_user_claims_file_through_the_cli(claims_task, tmp_path):
+    write_records(tmp_path / "results" / claims_task, records(claims_task, {
+        "learned_composition": {1: {s: BASE[s] + 0.1 + NOISE[s] for s in BASE}}, "lora": {1: BASE}}))
+    mine = write_claims(tmp_path / "mine.yaml", [claim("mine", {"a": "learned_composition", "b": "lora",
+                                                                 "relation": ">", "k": "<=1"})])
+    proc = subprocess.run([*CLI, "leaderboard", "--results-dir", str(tmp_path / "results"), "--out",
+                           str(tmp_path / "site"), "--claims", str(mine)], capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert re.search(r"claims: \d+ supported, \d+ contradicted, \d+ undecided, \d+ not run", proc.stdout), proc.stdout
+    page = dom((tmp_path / "site" / "claims.html").read_text())
+    assert rows(page, "mine")[(claims_task, "1", "learned_composition>lora")].attrs["data-verdict"] == SUPPORTED
+    assert page.find_all("section", "claim", data_claim="few_shot_composition_beats_lora")  # the paper's, too
+    assert str(mine) in page.text()
+
+
+# --- the committed real records --------------------------------------------------------------------
+
+
+def raw_values(task: str) -> dict[tuple[str, str], dict[int, float]]:
+    out: dict[tuple[str, str], dict[int, float]] = {}
+    for path in sorted((DOCS_RESULTS / task).glob("*.json")):
+        rec = json.loads(path.read_text())
+        out.setdefault((rec["method"], str(rec["k"])), {})[rec["seed"]] = rec["value"]
+    return out
+
+
+@pytest.fixture(scope="module")
+def real_site(tmp_path_factory) -> Path:
+    out = tmp_path_factory.mktemp("claims_site")
+    report = build_site(DOCS_RESULTS, out)
+    assert report.claims == out / "claims.html"
+    return out
+
+
+def test_the_page_from_the_committed_records_has_pacs_verdicts(real_site):
+    page = dom((real_site / "claims.html").read_text(encoding="utf-8"))
+    raw = raw_values("pacs_art_painting")
+    got = rows(page, "few_shot_composition_beats_full_finetune")
+    for k in ("1", "5"):
+        tr = got[("pacs_art_painting", k, "uniform_composition>full_finetune")]
+        a, b = raw[("uniform_composition", k)], raw[("full_finetune", k)]
+        diffs = [a[s] - b[s] for s in sorted(set(a) & set(b))]
+        lo, hi = t_interval(diffs)
+        want = SUPPORTED if lo > 0 else CONTRADICTED if hi < 0 else UNDECIDED
+        assert tr.attrs["data-verdict"] == want and tr.attrs["data-n"] == str(len(diffs))
+        assert tr.one("td", "ci").text() == f"[{pts(lo)}, {pts(hi)}]"
+        assert tr.one("th").one("a").attrs["href"] == "task-pacs_art_painting.html"
+    # K = all was not run: the ≈ claim has a "not run" row for PACS, nothing else
+    full = rows(page, "full_shot_learned_matches_lora")
+    assert {tr.attrs["data-verdict"] for tr in full.values()} == {NOT_RUN}
+    assert ("pacs_art_painting", "all", "learned_composition>lora") in full
+    # only the Ks some method ran on a task get rows (arc_easy: 0 and 5, not its grid's 1-4)
+    assert {key[1] for key in rows(page, "few_shot_composition_beats_lora") if key[0] == "arc_easy"} <= {"0", "5"}
+    index = dom((real_site / "index.html").read_text(encoding="utf-8"))
+    assert index.one("section", "claims-overview").find_all("a")[0].attrs["href"] == "claims.html"
+    assert any(a.attrs.get("href") == "claims.html" for a in index.one("nav").find_all("a"))
+
+
+@needs_chromium
+def test_the_claims_page_renders_its_verdict_tables_in_chromium(real_site, tmp_path):
+    page = browser_dom(real_site / "claims.html", tmp_path)
+    tables = page.find_all("table", "verdicts")
+    assert len(tables) == 4
+    pacs = [tr for t in tables for tr in t.find_all("tr", "claim-row") if tr.attrs["data-task"] == "pacs_art_painting"]
+    assert len(pacs) == 13
+    for tr in pacs:
+        badge = tr.one("span", "verdict")
+        assert badge.text() == tr.attrs["data-verdict"] and f"verdict-{badge.text().replace(' ', '-')}" in badge.classes()
+    assert page.one("a", "claims-link").attrs["class"].split() == ["claims-link", "here"]
+    shot = tmp_path / "claims.png"
+    from test_leaderboard import chromium
+
+    out = chromium(tmp_path / "profile2", "--hide-scrollbars", f"--screenshot={shot}", "--window-size=1400,1200",
+                   (real_site / "claims.html").resolve().as_uri())
+    assert out.returncode == 0 and shot.stat().st_size > 10_000, out.stderr[-2000:]
+    artifacts = REPO / "test-artifacts"
+    if artifacts.is_dir():
+        shutil.copy(shot, artifacts / "claims.png")
