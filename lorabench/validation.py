@@ -11,6 +11,8 @@ import difflib
 import math
 import os
 import re
+from dataclasses import dataclass
+from functools import lru_cache
 from pathlib import Path
 from typing import Any
 
@@ -225,10 +227,25 @@ def check_writable(path: str | os.PathLike, flag: str) -> None:
 # --- the pass ------------------------------------------------------------------------------------
 
 
+@dataclass(frozen=True)
+class BackboneFacts:
+    modality: str
+    targets: list
+    aliases: frozenset
+
+
+@lru_cache(maxsize=None)
+def backbone_facts(name: str) -> BackboneFacts:
+    """What validation needs of a backbone, built once per process (a build loads its weights)."""
+    from lorabench.backbones import create_backbone
+
+    bb = create_backbone(name, "cpu")
+    return BackboneFacts(bb.modality, bb.targets(), frozenset(bb.aliases))
+
+
 def check_grid(cells: list[RunConfig]) -> None:
     """Validate every cell of a grid before any work; raises a LorabenchError naming the first problem."""
     from lorabench.adapters import load_adapter
-    from lorabench.backbones import create_backbone
     from lorabench.method import METHODS
     from lorabench.task_registry import get_task, task_source
 
@@ -258,9 +275,9 @@ def check_grid(cells: list[RunConfig]) -> None:
             check_hparams(method_cls, cfg.hparams, "--hp")
             check_hparams(method_cls, method_cls.resolve_hparams(cfg.hparams, task), f"task {task.name!r} with --hp")
         if cfg.backbone not in backbones:
-            backbones[cfg.backbone] = create_backbone(cfg.backbone, "cpu")
+            backbones[cfg.backbone] = backbone_facts(cfg.backbone)
             for d in cfg.upstream_dirs:
-                adapter = load_adapter(d, backbones[cfg.backbone].targets(), backbones[cfg.backbone].aliases)
+                adapter = load_adapter(d, backbones[cfg.backbone].targets, backbones[cfg.backbone].aliases)
                 bad = [t for t, (a, b) in adapter.weights.items() if not (torch.isfinite(a).all() and torch.isfinite(b).all())]
                 if bad:
                     raise ConfigError(f"--upstream {d}: the adapter holds non-finite (NaN or inf) weights in "

@@ -10,7 +10,6 @@ import json
 import math
 import re
 import shutil
-import subprocess
 import sys
 from pathlib import Path
 
@@ -28,7 +27,6 @@ from lorabench.stats import compare, seeds_needed
 
 REPO = Path(__file__).resolve().parents[1]
 DOCS_RESULTS = REPO / "docs" / "results"
-CLI = [sys.executable, "-m", "lorabench.cli"]
 
 
 # --- helpers -------------------------------------------------------------------------------------
@@ -185,21 +183,36 @@ def test_a_claim_id_already_used_by_the_paper_is_refused(tmp_path):
         load_claims([path])
 
 
-def test_a_bad_claims_file_through_the_cli_exits_2_without_a_traceback_and_writes_nothing(tmp_path):
+def run_cli(argv: list[str], monkeypatch, capsys) -> tuple[int, str, str]:
+    """`lorabench ...` in this process: (exit code, stdout, stderr); a bug propagates as itself."""
+    from lorabench import cli
+
+    monkeypatch.setattr(sys, "argv", ["lorabench", *argv])
+    code = 0
+    try:
+        cli.main()
+    except SystemExit as exc:
+        code = exc.code
+    out = capsys.readouterr()
+    return code, out.out, out.err
+
+
+def test_a_bad_claims_file_through_the_cli_exits_2_without_a_traceback_and_writes_nothing(tmp_path, monkeypatch,
+                                                                                          capsys):
     bad = write_claims(tmp_path / "bad.yaml", [claim("bad", {"a": "uniform_composition", "b": "lora",
                                                               "relation": "≈", "k": "all", "margin": -1})])
     out = tmp_path / "site"
-    proc = subprocess.run([*CLI, "leaderboard", "--results-dir", str(DOCS_RESULTS), "--out", str(out),
-                           "--claims", str(bad)], capture_output=True, text=True, timeout=300)
-    assert proc.returncode == 2, proc.stderr[-2000:]
-    assert "Traceback" not in proc.stderr and "Traceback" not in proc.stdout
-    flat = " ".join(proc.stderr.split())
+    code, stdout, stderr = run_cli(["leaderboard", "--results-dir", str(DOCS_RESULTS), "--out", str(out),
+                                    "--claims", str(bad)], monkeypatch, capsys)
+    assert code == 2, stderr[-2000:]
+    assert "Traceback" not in stderr and "Traceback" not in stdout
+    flat = " ".join(stderr.split())
     assert "bad.yaml" in flat and "comparisons[0].margin" in flat and "accuracy points" in flat, flat
     assert not out.exists()
-    missing = subprocess.run([*CLI, "leaderboard", "--results-dir", str(DOCS_RESULTS), "--out", str(out),
-                              "--claims", str(tmp_path / "nope.yaml")], capture_output=True, text=True, timeout=300)
-    assert missing.returncode == 2 and "Traceback" not in missing.stderr
-    assert "nope.yaml: no such file" in " ".join(missing.stderr.split())
+    code, _, stderr = run_cli(["leaderboard", "--results-dir", str(DOCS_RESULTS), "--out", str(out),
+                               "--claims", str(tmp_path / "nope.yaml")], monkeypatch, capsys)
+    assert code == 2 and "Traceback" not in stderr
+    assert "nope.yaml: no such file" in " ".join(stderr.split())
 
 
 # --- verdicts on synthetic records ----------------------------------------------------------------
@@ -340,15 +353,15 @@ def test_task_filters_and_unknown_task_names(claims_task, tmp_path):
         build_site(tmp_path / "results", tmp_path / "site2", [bad])
 
 
-def test_a_user_claims_file_through_the_cli(claims_task, tmp_path):
+def test_a_user_claims_file_through_the_cli(claims_task, tmp_path, monkeypatch, capsys):
     write_records(tmp_path / "results" / claims_task, records(claims_task, {
         "learned_composition": {1: {s: BASE[s] + 0.1 + NOISE[s] for s in BASE}}, "lora": {1: BASE}}))
     mine = write_claims(tmp_path / "mine.yaml", [claim("mine", {"a": "learned_composition", "b": "lora",
                                                                  "relation": ">", "k": "<=1"})])
-    proc = subprocess.run([*CLI, "leaderboard", "--results-dir", str(tmp_path / "results"), "--out",
-                           str(tmp_path / "site"), "--claims", str(mine)], capture_output=True, text=True, timeout=300)
-    assert proc.returncode == 0, proc.stderr[-2000:]
-    assert re.search(r"claims: \d+ supported, \d+ contradicted, \d+ undecided, \d+ not run", proc.stdout), proc.stdout
+    code, stdout, stderr = run_cli(["leaderboard", "--results-dir", str(tmp_path / "results"), "--out",
+                                    str(tmp_path / "site"), "--claims", str(mine)], monkeypatch, capsys)
+    assert code == 0, stderr[-2000:]
+    assert re.search(r"claims: \d+ supported, \d+ contradicted, \d+ undecided, \d+ not run", stdout), stdout
     page = dom((tmp_path / "site" / "claims.html").read_text())
     assert rows(page, "mine")[(claims_task, "1", "learned_composition>lora")].attrs["data-verdict"] == SUPPORTED
     assert page.find_all("section", "claim", data_claim="few_shot_composition_beats_lora")  # the paper's, too

@@ -104,6 +104,7 @@ CASES = [
      ["tiny_bert", "text"], None),
     ("unknown-profile", lambda w: ["run", "-m", "lora", "-t", w["task"], "--profile", "smok", *R(w)],
      ["'smok'", "smoke"], None),
+    ("method-not-for-task", lambda w: ["run", "-m", "zero_shot", "-t", w["task"], *R(w)], ["does not apply"], None),
     ("k-text", lambda w: ["run", "-m", "lora", "-t", w["task"], "--k", "1,two", *R(w)], ["'two'"], None),
     ("k-zero-image", lambda w: ["run", "-m", "classifier_tuning", "-t", w["task"], "--k", "0", *R(w)],
      ["K=0", "multiple-choice"], None),
@@ -304,3 +305,18 @@ def test_repeated_names_and_values_are_run_and_counted_once(world, monkeypatch, 
     assert "1/1" in flat and "0 done 1 skipped" in flat  # one cell, already finished
     assert re.search(r"classifier_tuning │ efficientnet_lite0 │ 1 │ [\d.]+ ± 0\.00 │ 1 │", flat), flat  # one seed
     assert snapshot(world["results"]) == before
+
+
+def test_a_read_only_results_folder_is_refused_before_any_work(world, tmp_path, monkeypatch, capsys):
+    if os.geteuid() == 0:
+        pytest.skip("root may write into a folder of mode 0500, so for root the folder is not read-only")
+    ro = tmp_path / "ro"
+    ro.mkdir()
+    ro.chmod(0o500)
+    try:
+        code, text = invoke(["run", "-m", "lora", "-t", world["task"], "--results-dir", str(ro / "r"), "--cache-dir",
+                             str(world["root"] / "cache")], {}, monkeypatch, capsys)
+        assert code == 2 and "not writable" in " ".join(text.split()) and "Traceback" not in text
+        assert not any(ro.iterdir())
+    finally:
+        ro.chmod(0o700)
