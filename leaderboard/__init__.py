@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import json
 import math
-import os
 import re
 from collections import defaultdict
 from datetime import datetime, timezone
@@ -32,6 +31,7 @@ from lorabench.hashing import digest_json
 from lorabench.results import load_results
 from lorabench.specs import ResultRecord, TaskSpec, k_order
 from lorabench.stats import PairedComparison, compare
+from lorabench.validation import check_writable
 
 TEMPLATES = Path(__file__).parent / "templates"
 # Fields of a record's config that pick a configuration of a method (besides task/method/backbone,
@@ -687,23 +687,6 @@ def environment() -> jinja2.Environment:
     return env
 
 
-def _check_out_dir(out_dir: Path) -> None:
-    """Fail before anything is written if the site cannot go into `out_dir` (a file, or not writable)."""
-    if out_dir.exists() or out_dir.is_symlink():
-        if not out_dir.is_dir():
-            raise ConfigError(f"--out {out_dir} exists and is {'a file' if out_dir.is_file() else 'not a folder'}: "
-                              "give the folder the site should be written into (it is created if missing).")
-        where = out_dir
-    else:
-        where = out_dir.parent
-        while not (where.exists() or where.is_symlink()):
-            where = where.parent
-        if not where.is_dir():
-            raise ConfigError(f"--out {out_dir} cannot be created: {where} is not a folder.")
-    if not os.access(where, os.W_OK | os.X_OK):
-        raise ConfigError(f"--out {out_dir}: {where} is not writable by this user.")
-
-
 def _check_targets(paths: list[Path], out_dir: Path) -> None:
     """Refuse to write through a link, into a FIFO (it would block) or over a folder left in `out_dir`."""
     for path in paths:
@@ -719,7 +702,7 @@ def build_site(results_dir: str | Path, out_dir: str | Path, claims_files: list[
     if not results_dir.is_dir():
         raise ConfigError(f"--results-dir {results_dir}: no such folder (it should hold <task>/*.json result files "
                           "written by `lorabench run`).")
-    _check_out_dir(out_dir)
+    check_writable(out_dir, "--out")
     from lorabench.leaderboard.claims import CLAIMS_PAGE, evaluate_claims, load_claims, render_claims_page
 
     claims = load_claims(claims_files)  # a bad claims file fails before anything is read or written

@@ -211,15 +211,17 @@ def check_upstream_data(task: TaskSpec, data_dir: str | None) -> None:
 
 
 def check_writable(path: str | os.PathLike, flag: str) -> None:
-    """`path` is (or can be created as) a writable folder; nothing is created here."""
+    """`path` is (or can be created as) a writable folder; nothing is created here. Used for every folder a
+    command writes into (results, cache, the leaderboard's --out)."""
     p = Path(path).expanduser()
-    if p.exists() and not p.is_dir():
-        raise ConfigError(f"{flag} {p} is a file, not a folder; point {flag} at a folder.")
+    if (p.exists() or p.is_symlink()) and not p.is_dir():
+        raise ConfigError(f"{flag} {p} is {'a file' if p.is_file() else 'not a folder'}, not a folder; point {flag} "
+                          "at a folder (it is created if missing).")
     probe = p
-    while not probe.exists():
+    while not (probe.exists() or probe.is_symlink()):
         probe = probe.parent
     if not probe.is_dir():
-        raise ConfigError(f"{flag} {p}: {probe} is a file, so the folder cannot be created.")
+        raise ConfigError(f"{flag} {p}: the folder cannot be created: {probe} is not a folder.")
     if not os.access(probe, os.W_OK | os.X_OK):
         raise ConfigError(f"{flag} {p}: {'it' if probe == p else probe} is not writable.")
 
