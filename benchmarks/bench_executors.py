@@ -19,7 +19,7 @@ from pathlib import Path
 
 import torch
 
-from lorabench.evaluator import expand_grid, needed_upstream_jobs, run_grid
+from lorabench.grid import expand_grid, needed_upstream_jobs, run_grid
 from lorabench.executors import LocalExecutor, RayExecutor
 from lorabench.upstream import ensure_upstream_adapter
 

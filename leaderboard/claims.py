@@ -34,6 +34,8 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from lorabench.errors import SpecError
+from lorabench.leaderboard.formatting import pts
+from lorabench.leaderboard.rows import describe_variants, variant_of
 from lorabench.specs import ResultRecord, Setting, k_order
 from lorabench.stats import PairedComparison, compare, per_seed, seeds_needed
 
@@ -414,7 +416,7 @@ def decide(c: PairedComparison, relation: str, margin: float | None = None) -> t
     if c.n < 2 or c.ci is None:
         return UNDECIDED, (f"{c.n} seed(s) run by both: too few for an interval (n ≥ 2 needed)")
     lo, hi = c.ci
-    ci = f"95% CI [{_pts(lo)}, {_pts(hi)}] pts"
+    ci = f"95% CI [{pts(lo)}, {pts(hi)}] pts"
     if relation == ">":
         if lo > 0:
             return SUPPORTED, f"{ci} lies above 0"
@@ -456,20 +458,12 @@ def seeds_to_decide(c: PairedComparison, relation: str, margin: float | None = N
     n = seeds_needed(dist, c.sd_diff)
     if n is None:
         return None, "more than 100,000 seeds at this effect and spread"
-    return n, (f"paired t-test, α = 0.05, 80% power, for a mean {_pts(mean)} pts {_pts(dist, signed=False)} pts "
-               f"from {what} with per-seed sd {_pts(c.sd_diff, signed=False)} pts")
-
-
-def _pts(x: float | None, signed: bool = True) -> str:
-    if x is None or not math.isfinite(x):
-        return "n/a"
-    return f"{100 * x:+.2f}" if signed else f"{100 * x:.2f}"
+    return n, (f"paired t-test, α = 0.05, 80% power, for a mean {pts(mean)} pts {pts(dist, signed=False)} pts "
+               f"from {what} with per-seed sd {pts(c.sd_diff, signed=False)} pts")
 
 
 def _variants(recs: list[ResultRecord]) -> dict[str, list[ResultRecord]]:
     """Records of one method on one (task, backbone), split by configuration (never mixed)."""
-    from lorabench.leaderboard import variant_of
-
     out: dict[str, list[ResultRecord]] = defaultdict(list)
     for r in recs:
         out[json.dumps(variant_of(r), sort_keys=True, default=str)].append(r)
@@ -479,10 +473,8 @@ def _variants(recs: list[ResultRecord]) -> dict[str, list[ResultRecord]]:
 def _variant_labels(groups: dict[str, list[ResultRecord]]) -> dict[str, str]:
     if len(groups) < 2:
         return {key: "" for key in groups}
-    from lorabench.leaderboard import _describe_variants
-
     keys = list(groups)
-    return dict(zip(keys, _describe_variants([json.loads(k) for k in keys])))
+    return dict(zip(keys, describe_variants([json.loads(k) for k in keys])))
 
 
 def _task_info(name: str, recs: list[ResultRecord]) -> tuple[str, str, list[str]]:
@@ -625,6 +617,6 @@ def file_label(file: str) -> str:
 
 def render_claims_page(env, report: ClaimsReport, pages: list, meta: dict[str, Any]) -> str:
     """claims.html, in the site's jinja environment (same base template, nav and footer as the task pages)."""
-    env.filters.setdefault("pts", _pts)
+    env.filters.setdefault("pts", pts)
     return env.get_template("claims.html").render(report=report, verdicts=VERDICTS, pages=pages, meta=meta,
                                                   on_claims_page=True)

@@ -22,11 +22,11 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from lorabench.data import Examples, Split
-from lorabench.errors import BackboneUnavailableError
+from lorabench.errors import BackboneUnavailableError, LorabenchError
 from lorabench.hashing import digest_bytes
 from lorabench.lora import Target, TargetRule, find_targets
 from lorabench.registry import Registry
-from lorabench.specs import Preprocessing
+from lorabench.specs import MODALITIES, Preprocessing
 
 MC_TEMPERATURE = 20.0  # MiniLM choice head init: logits = 20·cos(question, choice), i.e. zero-shot
 
@@ -34,7 +34,7 @@ MC_TEMPERATURE = 20.0  # MiniLM choice head init: logits = 20·cos(question, cho
 @dataclass
 class Backbone:
     name: str
-    modality: str  # "image" or "text"
+    modality: str  # the task modality it serves: "image" or "multiple_choice" (lorabench.specs.MODALITIES)
     model: nn.Module
     feature_dim: int
     lora_rules: list[TargetRule]
@@ -55,6 +55,12 @@ class Backbone:
     def device(self) -> torch.device:
         return next(self.model.parameters()).device
 
+    def copy(self) -> "Backbone":
+        """An independent copy (its own weights), e.g. for one --tune trial."""
+        out = copy.copy(self)
+        out.model = copy.deepcopy(self.model)
+        return out
+
     def to(self, device: str | torch.device) -> "Backbone":
         self.model.to(device)
         return self
@@ -70,12 +76,12 @@ class Backbone:
         meta: dict[str, Any] = {}
         if examples.class_names is not None:
             if self.modality != "image":
-                raise ValueError(f"Backbone {self.name} takes text; this task's data are images.")
+                raise ValueError(f"Backbone {self.name} takes multiple-choice text; this task's data are images.")
             meta["image_size"] = prep.image_size or self.image_size
             inputs = {"pixels": _encode_images(rows[image_column], meta["image_size"])}
             n_classes = len(examples.class_names)
         else:
-            if self.modality != "text":
+            if self.modality != "multiple_choice":
                 raise ValueError(f"Backbone {self.name} takes images; this task is multiple-choice text.")
             inputs = self._encode_mc(rows, prep)
             n_classes = inputs["choice_mask"].shape[1]
@@ -221,7 +227,9 @@ def _encode_images(images, size: int) -> torch.Tensor:
 
 # --- registry -------------------------------------------------------------------------------------
 
-BACKBONES: Registry[Callable[[], Backbone]] = Registry("backbone")
+# Built-in factories register below; installed plugins through the `lorabench.backbones` entry-point group
+# (a zero-argument function returning a `Backbone`), with the same broken-plugin handling as methods.
+BACKBONES: Registry[Callable[[], Backbone]] = Registry("backbone", entry_point_group="lorabench.backbones")
 _PRISTINE: dict[str, Backbone] = {}
 _UNAVAILABLE: dict[str, BackboneUnavailableError] = {}
 
@@ -237,13 +245,19 @@ def create_backbone(name: str, device: str = "cpu") -> Backbone:
         except BackboneUnavailableError as exc:
             _UNAVAILABLE[name] = exc
             raise
+        except LorabenchError:
+            raise
+        except Exception as exc:  # a plugin's (or a broken install's) bug: one paragraph, not a traceback
+            raise LorabenchError(f"Backbone {name!r} could not be built: {type(exc).__name__}: {exc}") from exc
+        if not isinstance(bb, Backbone) or bb.modality not in MODALITIES:
+            got = f"modality {bb.modality!r}" if isinstance(bb, Backbone) else f"a {type(bb).__name__}"
+            raise LorabenchError(f"Backbone factory {name!r} returned {got}; it must return a "
+                                 f"lorabench.backbones.Backbone whose modality is one of {', '.join(MODALITIES)}.")
         bb.model.eval()
         for p in bb.model.parameters():
             p.requires_grad_(False)
         _PRISTINE[name] = bb
-    bb = copy.copy(_PRISTINE[name])
-    bb.model = copy.deepcopy(_PRISTINE[name].model)
-    bb.to(device)
+    bb = _PRISTINE[name].copy().to(device)
     if bb.channels_last:
         bb.model.to(memory_format=torch.channels_last)
     return bb
@@ -320,7 +334,7 @@ def tiny_vit() -> Backbone:
 
 
 def _hf_text(name: str, model: nn.Module, tokenizer, rules, kind: str, pretrained: bool, aliases, desc) -> Backbone:
-    return Backbone(name, "text", model, model.config.hidden_size if kind == "encoder" else 1, rules,
+    return Backbone(name, "multiple_choice", model, model.config.hidden_size if kind == "encoder" else 1, rules,
                     aliases=aliases, tokenizer=tokenizer, kind=kind, pretrained=pretrained, description=desc)
 
 

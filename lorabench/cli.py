@@ -95,7 +95,8 @@ def run(
     ray_address: Optional[str] = typer.Option(None, "--ray-address", help="Ray: auto, host:6379 or ray://host:10001 joins a running cluster; default starts a local instance."),
 ) -> None:
     """Run method × task × K × seed; finished cells are skipped; prints mean ± std per K."""
-    from lorabench.evaluator import expand_grid, run_grid, summarize
+    from lorabench.grid import expand_grid, run_grid
+    from lorabench.results import summarize
     from lorabench.executors import make_executor
     from lorabench.results import read_result
     from lorabench.validation import check_device, check_grid
@@ -315,6 +316,8 @@ def list_(what: Listable = typer.Argument(..., help="tasks, methods or backbones
         for name in BACKBONES.names():
             doc = (BACKBONES.get(name).__doc__ or "").strip().splitlines()
             table.add_row(name, doc[0] if doc else "")
+        for name, why in BACKBONES.broken.items():
+            table.add_row(f"[red]{name}[/]", f"[red]broken plugin: {why}[/]")
     console.print(table)
 
 

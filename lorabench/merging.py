@@ -1,4 +1,5 @@
-"""Training-free merges of N upstream LoRA modules, and the support-set score that picks merge weights.
+"""Merge arithmetic over upstream LoRA deltas, below the method layer (methods call these functions),
+and the support-set score that picks merge weights.
 
 Every merge here is exact on ΔWₙ = scaleₙ·Bₙ·Aₙ (A's and B's are never combined separately):
 a weighted sum Σ wₙ·ΔWₙ goes through `AdaptedLayer.composed_delta` (one batched matmul per layer);
@@ -17,15 +18,19 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 
-from lorabench.adapters import attach_composition
+from lorabench.adapters import LoraAdapter, attach_composition
 from lorabench.backbones import Backbone
 from lorabench.data import Split
 from lorabench.errors import ConfigError
 from lorabench.lora import AdaptedLayer
-from lorabench.method import MethodContext
 from lorabench.training import extract_features
 
 # --- merge math on stacked deltas [N, ...] -----------------------------------------------------
+
+
+def task_arithmetic(deltas: torch.Tensor, lam: float) -> torch.Tensor:
+    """Task arithmetic (Ilharco et al. 2023) on [N, ...]: λ·Σₙ ΔWₙ (λ = 1/N is the uniform composition)."""
+    return lam * deltas.sum(0)
 
 
 def ties_merge(deltas: torch.Tensor, density: float, scaling: float = 1.0) -> torch.Tensor:
@@ -64,12 +69,12 @@ class Stacked:
     n: int
 
 
-def stack_modules(ctx: MethodContext) -> Stacked:
-    if not ctx.adapters:
+def stack_modules(backbone: Backbone, adapters: list[LoraAdapter]) -> Stacked:
+    if not adapters:
         raise ConfigError("This method merges upstream LoRA modules, but none were given.")
-    layers = attach_composition(ctx.backbone.model, ctx.backbone.targets(), ctx.adapters)
+    layers = attach_composition(backbone.model, backbone.targets(), adapters)
     w0 = {name: layer.base.weight.detach().clone() for name, layer in layers.items()}
-    return Stacked(layers, w0, len(ctx.adapters))
+    return Stacked(layers, w0, len(adapters))
 
 
 @torch.no_grad()

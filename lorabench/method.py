@@ -1,7 +1,7 @@
 """The method plugin contract and the method registry.
 
-A method gets a `MethodContext` (its own copy of the backbone, the upstream adapters, the number
-of classes, a seed) and implements three hooks: `prepare`, `fit(support)`, `predict(split)`.
+A method gets a `MethodContext` (the cell's backbone, the upstream adapters, the number of classes,
+the cell's named random streams) and implements three hooks: `prepare`, `fit(support)`, `predict(split)`.
 It reports its trainable parameters excluding the head, and the head's. It never sees the
 evaluator. Built-in methods live in `methods/` and are found through the same entry-point group
 (`lorabench.methods`) as third-party plugins.
@@ -20,12 +20,24 @@ from lorabench.backbones import Backbone
 from lorabench.data import Split
 from lorabench.errors import ConfigError
 from lorabench.registry import Registry
-from lorabench.seeding import generator
-from lorabench.specs import Recipe, TaskSpec
+from lorabench.seeding import Streams
+from lorabench.specs import MODALITIES, Composition, Recipe, TaskSpec
 from lorabench.training import (count_params, extract_features, predict, support_bank, train_end_to_end,
                                 train_head)
 
 METHODS: Registry[type["Method"]] = Registry("method", entry_point_group="lorabench.methods")
+
+def require_fit(task: TaskSpec, method: str) -> type["Method"]:
+    """The method class, once `method` is known to exist (a bad name fails with suggestions) and to apply
+    to the task's modality."""
+    method_cls = METHODS.get(method)
+    if task.modality not in method_cls.modalities:
+        fits = sorted(n for n in METHODS.names() if task.modality in METHODS.get(n).modalities)
+        raise ConfigError(f"Method {method!r} does not apply to {task.modality} tasks like {task.name!r} "
+                          f"(it takes {', '.join(method_cls.modalities)} tasks). Methods for {task.name!r}: "
+                          f"{', '.join(fits)}.")
+    return method_cls
+
 
 # The shared recipe's fields are hyperparameters of every method (the task's `recipe:` sets them for all).
 RECIPE_KEYS = tuple(Recipe.model_fields)
@@ -35,20 +47,22 @@ RECIPE_KEYS = tuple(Recipe.model_fields)
 class MethodContext:
     """Everything a method may use, handed to `Method.prepare`; the data come later through `fit`/`predict`.
 
-    - `backbone`: a fresh copy per run (the method may change or merge into its weights). Useful parts:
-      `model`, `targets()` (the adapted matrices), `features(batch)`, `make_head(num_classes)`, `device()`.
+    - `backbone`: the cell's backbone, the method's to change (merge into, attach LoRA to, train). Useful
+      parts: `model`, `targets()` (the adapted matrices), `features(batch)`, `make_head(num_classes)`, `device()`.
     - `adapters`: the N upstream LoRA modules (`LoraAdapter`: `weights[target] = (A, B)`, `scales`,
       `delta(target)`), loaded only when the method sets `needs_upstream`; compose them with
-      `lorabench.adapters.attach_composition` (exact on ΔW = scale·B·A) rather than by hand.
-    - `num_classes`: classes (or choices) of the downstream task; `seed`: derived from (task, K, seed),
-      for any randomness of the method (`lorabench.seeding.generator(ctx.seed, "my-stream")`).
+      `lorabench.adapters.attach_composition` (exact on ΔW = scale·B·A) rather than by hand, and merge them
+      with the plain functions of `lorabench.merging`.
+    - `num_classes`: classes (or choices) of the downstream task.
+    - `streams`: the cell's named random streams (`lorabench.seeding.Streams`): `streams.generator("name")`
+      for any randomness of the method, `streams.init` seeds the head / LoRA init, `streams.views` the
+      support set's augmented views (the same for every method of the cell).
     - `lora_rank`, `lora_alpha`: those of the upstream modules; `task_name`: for messages only.
     """
 
-    backbone: Backbone  # a fresh copy: the method may change its weights
+    backbone: Backbone  # the cell's own: the method may change its weights
     num_classes: int
-    seed: int
-    view_seed: int = 0  # the cell's augmented views of the support set (the same for every method)
+    streams: Streams
     adapters: list[LoraAdapter] = field(default_factory=list)
     lora_rank: int = 16
     lora_alpha: float = 16.0
@@ -63,7 +77,8 @@ class Method:
 
     - `name` (the registry key), `description` (one line for `lorabench list methods`);
     - `needs_upstream`: True to receive the upstream adapters in `ctx.adapters`;
-    - `modalities`: "image" and/or "text" (multiple-choice QA) tasks the method applies to;
+    - `modalities`: the task modalities it applies to, "image" and/or "multiple_choice" (QA) — the words of
+      `TaskSpec.modality`; any other word fails when the class is defined (so a plugin fails at registration);
     - `defaults`: its hyperparameters beyond the task's shared recipe (`lorabench.specs.Recipe`, whose fields
       every method takes); users override them with `--hp k=v` (an unknown key is an error);
       `tune_grid`: the values `--tune` tries on a validation draw; `hparam_ranges`: the range of each numeric
@@ -82,7 +97,7 @@ class Method:
     name: ClassVar[str] = ""
     description: ClassVar[str] = ""
     needs_upstream: ClassVar[bool] = False
-    modalities: ClassVar[tuple[str, ...]] = ("image", "text")
+    modalities: ClassVar[tuple[str, ...]] = MODALITIES
     defaults: ClassVar[dict[str, Any]] = {}
     tune_grid: ClassVar[dict[str, list[Any]]] = {}  # for --tune: values tried on a validation split
     hparam_ranges: ClassVar[dict[str, str]] = {}  # allowed values of `defaults` keys: '>0', '>=0', '[0,1)'...
@@ -103,6 +118,11 @@ class Method:
         if shared:  # the recipe is the task's, shared by every method: a method default cannot change it
             raise TypeError(f"Method {cls.__name__}: defaults {shared} are fields of the shared recipe "
                             "(lorabench.specs.Recipe); set them per task in its YAML `recipe:` instead.")
+        unknown = [m for m in cls.modalities if m not in MODALITIES]
+        if unknown or isinstance(cls.modalities, str):
+            raise TypeError(f"Method {cls.__name__}: modalities {cls.modalities!r} name no task modality; "
+                            f"tasks have {', '.join(MODALITIES)} (a tuple of those)"
+                            + (" — for QA say 'multiple_choice'." if "text" in unknown else "."))
 
     @classmethod
     def known_hparams(cls) -> dict[str, Any]:
@@ -122,8 +142,8 @@ class Method:
     # -- hooks ----------------------------------------------------------------------------------
     def prepare(self, ctx: MethodContext) -> None:
         self.ctx = ctx
-        self.gen = generator(ctx.seed, "data-order")
-        torch.manual_seed(ctx.seed)  # head / LoRA init
+        self.gen = ctx.streams.generator("data-order")  # the batch order every method of the cell shares
+        torch.manual_seed(ctx.streams.init)  # head / LoRA init
         self.head = ctx.backbone.make_head(ctx.num_classes).to(ctx.backbone.device())
 
     def fit(self, support: Split) -> None:
@@ -143,6 +163,11 @@ class Method:
     def extras(self) -> dict[str, Any]:
         return {}
 
+    def composition(self) -> Composition | None:
+        """The weights a composition method put on each upstream module, per adapted matrix (the record's
+        `composition` field, drawn as a heatmap on the leaderboard); None for methods that have none."""
+        return None
+
 
 class FrozenFeatureMethod(Method):
     """Backbone weights fixed after `prepare`: only the head trains, for the recipe's `head_epochs` on
@@ -152,7 +177,7 @@ class FrozenFeatureMethod(Method):
     def fit(self, support: Split) -> None:
         if len(support) == 0:
             return
-        bank = support_bank(self.ctx.backbone, support, self.hp, self.ctx.view_seed)
+        bank = support_bank(self.ctx.backbone, support, self.hp, self.ctx.streams.views)
         self.log["head_loss"] = train_head(self.head, bank, support, self.hp, self.gen)
 
     def predict(self, split: Split) -> torch.Tensor:
@@ -184,7 +209,7 @@ class EndToEndMethod(Method):
     def fit(self, support: Split) -> None:
         if len(support) == 0:
             return
-        bank = support_bank(self.ctx.backbone, support, self.hp, self.ctx.view_seed)
+        bank = support_bank(self.ctx.backbone, support, self.hp, self.ctx.streams.views)
         self.log["head_loss"] = train_head(self.head, bank, support, self.hp, self.gen)
         self.log.update(train_end_to_end(self.ctx.backbone, self.head, self.param_groups(), support, self.hp,
                                          self.gen))

@@ -15,11 +15,12 @@ import tempfile
 from pathlib import Path
 
 from datetime import datetime, timezone
-from typing import Literal
+from typing import Any, Literal
 
+import numpy as np
 from pydantic import ValidationError
 
-from lorabench.specs import ResultRecord
+from lorabench.specs import ResultRecord, k_order
 
 SCHEMA_VERSION = ResultRecord.model_fields["schema_version"].default
 _UMASK = os.umask(0o022)
@@ -98,3 +99,38 @@ def load_results(results_dir: str | os.PathLike) -> tuple[list[ResultRecord], li
         rec = read_result(path)
         (records.append(rec) if rec is not None else bad.append(path))
     return records, bad
+
+
+METRIC_RANGES = {"accuracy": (0.0, 1.0)}
+
+
+def record_problem(rec: ResultRecord) -> str | None:
+    """Why a record's numbers mean nothing (None if they are fine): the grid writes no such record and the
+    leaderboard leaves one out, saying why. Pydantic reads NaN and Infinity from JSON as floats, and one
+    such value (or a -3.5 accuracy) would poison every mean it enters."""
+    if rec.n_test < 1:
+        return f"n_test {rec.n_test} is not a positive number of test examples (an empty test split)"
+    if rec.metric not in METRIC_RANGES:
+        return f"metric {rec.metric!r} is not one the leaderboard can show ({', '.join(METRIC_RANGES)})"
+    lo, hi = METRIC_RANGES[rec.metric]
+    if not (np.isfinite(rec.value) and lo <= rec.value <= hi):
+        return f"value {rec.value} is not a finite {rec.metric} in [{lo:g}, {hi:g}]"
+    for field in ("n_support", "trainable_params", "head_params"):
+        if getattr(rec, field) < 0:
+            return f"{field} {getattr(rec, field)} is negative"
+    return None
+
+
+def summarize(records: list[ResultRecord]) -> list[dict[str, Any]]:
+    """Mean ± sample std (n − 1) over seeds per (task, profile, method, backbone, K), per-seed values kept."""
+    groups: dict[tuple, list[ResultRecord]] = {}
+    for r in records:
+        groups.setdefault((r.task, r.profile, r.method, r.backbone, str(r.k)), []).append(r)
+    rows = []
+    for (task, profile, method, backbone, k), recs in groups.items():
+        vals = np.array([r.value for r in recs])
+        rows.append({"task": task, "profile": profile, "method": method, "backbone": backbone, "k": k,
+                     "mean": float(vals.mean()), "std": float(vals.std(ddof=1)) if len(vals) > 1 else 0.0,
+                     "n_seeds": len(vals), "values": vals.tolist(),
+                     "trainable_params": recs[0].trainable_params, "head_params": recs[0].head_params})
+    return sorted(rows, key=lambda r: (r["task"], r["method"], k_order(r["k"])))

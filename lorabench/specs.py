@@ -21,6 +21,7 @@ def k_order(k: KValue | str) -> tuple[int, int]:
     return (1, 0) if str(k) == "all" else (0, int(k))
 Setting = Literal["label_shift", "covariate_shift", "task_shift"]
 Modality = Literal["image", "multiple_choice"]
+MODALITIES: tuple[str, ...] = ("image", "multiple_choice")  # the one vocabulary of tasks, methods and backbones
 
 
 class _Strict(BaseModel):
@@ -260,12 +261,35 @@ class Timings(BaseModel):
     total_s: float = 0.0
 
 
-class ResultRecord(BaseModel):
-    """One JSON file per cell (the shape of PEFT's method_comparison results)."""
+class Composition(BaseModel):
+    """The weight of each upstream module in each adapted matrix: `weights[i][n]` is the weight of module
+    `upstream[n]` in matrix `matrices[i]` (shape [len(matrices), len(upstream)]; with learned_composition
+    each row is a softmax, summing to 1). A method with one weight vector for the whole network has one
+    row, named "*". The leaderboard draws it as a heatmap, averaged over seeds."""
 
     model_config = ConfigDict(extra="forbid")
 
-    schema_version: int = 2
+    upstream: list[str]
+    matrices: list[str]
+    weights: list[list[float]]
+
+    @model_validator(mode="after")
+    def _shape(self) -> "Composition":
+        if len(self.weights) != len(self.matrices) or any(len(r) != len(self.upstream) for r in self.weights):
+            raise ValueError(f"composition weights must be [{len(self.matrices)} matrices][{len(self.upstream)} "
+                             "upstream modules]")
+        return self
+
+
+class ResultRecord(BaseModel):
+    """One JSON file per cell (the shape of PEFT's method_comparison results).
+
+    Schema 3 added `composition`; records of schema 2 (composition weights in `extras["learned_weights"]`)
+    are still read."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    schema_version: int = 3
     cell_id: str
     config_hash: str
     task: str
@@ -292,4 +316,5 @@ class ResultRecord(BaseModel):
     command: str
     config: dict[str, Any]
     tags: dict[str, Any] = Field(default_factory=dict)
+    composition: Composition | None = None
     extras: dict[str, Any] = Field(default_factory=dict)

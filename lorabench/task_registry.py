@@ -1,11 +1,27 @@
 """Load task specs from YAML files: the built-in `tasks/` folder plus folders in LORABENCH_TASKS.
 
-A malformed file fails naming the file and the field path, so a contributor fixes it in one look.
+Task files are written by hand; these keep them short without a generator:
+
+* `include: base.yaml` (or a list, merged in order, later files winning): the included mappings are
+  deep-merged under the file (mappings merge key by key; lists and scalars are replaced; the including
+  file wins). Paths are relative to the including file, else to the built-in folder (so a user folder
+  can build on the shipped bases). Files named `_*.yaml` are bases: only included, never tasks.
+  A `name` is never inherited: it defaults to the file's stem.
+* `sweep: {name: "x_r{rank}", over: [{rank: 4, ...}, ...]}`: one task per entry, the entry deep-merged
+  over the file. An entry's top-level scalars are variables: `{var}` in any string of the task is
+  replaced by its value (a string that is exactly "{var}" takes the value itself, int or float kept),
+  and the variables that are not task fields are removed. The file registers only the expanded tasks.
+* Top-level keys starting with `x-` are ignored: a place for YAML anchors that the file reuses
+  (`x-train: &train {...}`, then `train: {<<: *train, classes: [0, 1]}`).
+
+A malformed file fails naming the file (and sweep entry) and the field path, so a contributor fixes it
+in one look.
 """
 
 from __future__ import annotations
 
 import os
+import re
 from functools import lru_cache
 from importlib import resources
 from pathlib import Path
@@ -17,9 +33,15 @@ from lorabench.errors import SpecError, UnknownNameError
 from lorabench.profiles import resolve
 from lorabench.specs import TaskSpec
 
+PLACEHOLDER = re.compile(r"\{(\w+)\}")
+
+
+def _builtin_dir() -> Path:
+    return Path(str(resources.files("lorabench.tasks")))
+
 
 def task_dirs() -> list[Path]:
-    builtin = Path(str(resources.files("lorabench.tasks")))
+    builtin = _builtin_dir()
     extra = [Path(p).expanduser() for p in os.environ.get("LORABENCH_TASKS", "").split(os.pathsep) if p]
     for d in extra:
         if not d.is_dir():
@@ -28,7 +50,7 @@ def task_dirs() -> list[Path]:
     return [builtin, *extra]
 
 
-def load_task_file(path: Path) -> TaskSpec:
+def _read(path: Path) -> dict:
     try:
         raw = yaml.safe_load(Path(path).read_text(encoding="utf-8"))
     except UnicodeDecodeError as exc:
@@ -39,39 +61,150 @@ def load_task_file(path: Path) -> TaskSpec:
         raise SpecError(f"Task file {path} is not valid YAML: {exc}") from None
     if not isinstance(raw, dict):
         raise SpecError(f"Task file {path} must hold a mapping of fields, got {type(raw).__name__}.")
-    raw.setdefault("name", Path(path).stem)
+    return {k: v for k, v in raw.items() if not str(k).startswith("x-")}  # x-: the file's own YAML anchors
+
+
+def _merge(base: dict, over: dict) -> dict:
+    """`over` on top of `base`: mappings merge recursively, anything else (lists too) is replaced."""
+    out = dict(base)
+    for key, value in over.items():
+        both = isinstance(value, dict) and isinstance(out.get(key), dict)
+        out[key] = _merge(out[key], value) if both else value
+    return out
+
+
+def _with_includes(path: Path, chain: tuple[Path, ...] = ()) -> dict:
+    """The file's mapping with everything it includes merged underneath."""
+    chain = (*chain, Path(path))
+    raw = _read(path)
+    includes = raw.pop("include", [])
+    includes = [includes] if isinstance(includes, str) else includes
+    if not isinstance(includes, list) or not all(isinstance(i, str) for i in includes):
+        raise SpecError(f"Task file {path}: include must be a file name or a list of them, got {includes!r}.")
+    merged: dict = {}
+    for inc in includes:
+        target = Path(path).parent / inc
+        if not target.is_file() and (_builtin_dir() / inc).is_file():
+            target = _builtin_dir() / inc  # a file in a LORABENCH_TASKS folder can build on the shipped bases
+        if target.resolve() in [p.resolve() for p in chain]:
+            cycle = " -> ".join(str(p) for p in (*chain, target))
+            raise SpecError(f"Task files include each other in a cycle: {cycle}.")
+        if not target.is_file():
+            raise SpecError(f"Task file {path} includes {inc}, which is not there ({target}, nor in the built-in "
+                            f"tasks folder {_builtin_dir()}).")
+        base = _with_includes(target, chain)
+        if "sweep" in base:
+            raise SpecError(f"Task file {path} includes {target}, which holds a sweep; include a plain task "
+                            f"or base file instead.")
+        base.pop("name", None)  # a task's name is its own file's, never inherited
+        merged = _merge(merged, base)
+    return _merge(merged, raw)
+
+
+def _validate(raw: dict, where: str) -> TaskSpec:
     try:
-        spec = TaskSpec.model_validate(raw)
+        return TaskSpec.model_validate(raw)
     except ValidationError as exc:
         problems = "; ".join(
             f"{'.'.join(str(p) for p in err['loc']) or '(root)'}: {err['msg']}" for err in exc.errors()
         )
-        raise SpecError(f"Task file {path} is invalid: {problems}.") from None
-    if spec.name != Path(path).stem:
+        raise SpecError(f"{where} is invalid: {problems}.") from None
+
+
+def _fill(value, variables: dict, used: set, where: str, field: str = ""):
+    """`value` with every `{var}` in its strings replaced (a new object: YAML aliases share theirs)."""
+    if isinstance(value, dict):
+        return {k: _fill(v, variables, used, where, f"{field}.{k}" if field else str(k)) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_fill(v, variables, used, where, f"{field}.{i}") for i, v in enumerate(value)]
+    if not isinstance(value, str):
+        return value
+    for var in PLACEHOLDER.findall(value):
+        if var not in variables:
+            have = ", ".join(sorted(variables)) or "none"
+            raise SpecError(f"{where}: {field} uses {{{var}}}, which the entry does not set (its variables: {have}).")
+        used.add(var)
+    whole = PLACEHOLDER.fullmatch(value)
+    if whole:
+        return variables[whole.group(1)]
+    return PLACEHOLDER.sub(lambda m: str(variables[m.group(1)]), value)
+
+
+def _expand(path: Path, body: dict, sweep) -> list[tuple[TaskSpec, str]]:
+    """The tasks of a sweep file: each entry merged over the body, its variables filled in."""
+    if not isinstance(sweep, dict) or set(sweep) != {"name", "over"} or not isinstance(sweep["name"], str):
+        raise SpecError(f"Task file {path}: sweep must be a mapping with exactly `name` (a string with "
+                        f"{{var}} placeholders) and `over` (a list of entries).")
+    entries = sweep["over"]
+    if not isinstance(entries, list) or not entries or not all(isinstance(e, dict) for e in entries):
+        raise SpecError(f"Task file {path}: sweep.over must be a non-empty list of mappings.")
+    if "name" in body or any("name" in e for e in entries):
+        raise SpecError(f"Task file {path} holds a sweep, so its tasks are named by sweep.name; remove `name`.")
+    out: list[tuple[TaskSpec, str]] = []
+    for i, entry in enumerate(entries, 1):
+        where = f"Task file {path}, sweep entry {i}"
+        variables = {k: v for k, v in entry.items() if isinstance(v, (str, int, float, bool))}
+        used: set[str] = set()
+        name = _fill(sweep["name"], variables, used, where, "sweep.name")
+        raw = {k: v for k, v in _merge(body, entry).items() if k in TaskSpec.model_fields or k not in variables}
+        raw = {**_fill(raw, variables, used, where), "name": str(name)}
+        unused = sorted(set(variables) - used - set(TaskSpec.model_fields))
+        if unused:
+            raise SpecError(f"{where} sets {', '.join(unused)}: neither a task field nor used as a {{placeholder}}.")
+        source = f"task file {path}, sweep entry {i} ({name})"
+        out.append((_validate(raw, f"{where} ({name})"), source))
+    names = [spec.name for spec, _ in out]
+    twice = next((n for n in names if names.count(n) > 1), None)
+    if twice:
+        raise SpecError(f"Task file {path}: sweep entries {[i for i, n in enumerate(names, 1) if n == twice]} are all "
+                        f"named {twice!r}; sweep.name must tell the entries apart.")
+    return out
+
+
+def _plain(path: Path, raw: dict) -> TaskSpec:
+    raw.setdefault("name", path.stem)
+    spec = _validate(raw, f"Task file {path}")
+    if spec.name != path.stem:
         raise SpecError(f"Task file {path} declares name {spec.name!r}; the file must be named {spec.name}.yaml.")
     return spec
+
+
+def load_task_specs(path: Path) -> list[tuple[TaskSpec, str]]:
+    """Every task a file defines (one; a sweep file: one per entry), each with its source for messages."""
+    raw = _with_includes(Path(path))
+    if "sweep" in raw:
+        return _expand(Path(path), raw, raw.pop("sweep"))
+    return [(_plain(Path(path), raw), f"task file {path}")]
+
+
+def load_task_file(path: Path) -> TaskSpec:
+    """The task of a plain task file (a sweep file defines several: `load_task_specs`)."""
+    raw = _with_includes(Path(path))
+    if "sweep" in raw:
+        raise SpecError(f"Task file {path} holds a sweep of several tasks; load it with load_task_specs.")
+    return _plain(Path(path), raw)
 
 
 @lru_cache(maxsize=None)
 def _all_tasks(dirs: tuple[Path, ...]) -> dict[str, TaskSpec]:
     tasks: dict[str, TaskSpec] = {}
     for d in dirs:
-        for path in sorted(d.glob("*.yaml")):
-            spec = load_task_file(path)
+        found = [s for path in sorted(d.glob("*.yaml")) if not path.name.startswith("_") for s in load_task_specs(path)]
+        for spec, source in sorted(found, key=lambda s: s[0].name):  # listed by name, as one file per task was
             if spec.name in tasks:
-                raise SpecError(f"Task {spec.name!r} is defined twice ({_SOURCES[spec.name]} and {path}).")
+                raise SpecError(f"Task {spec.name!r} is defined twice ({_SOURCES[spec.name]} and {source}).")
             tasks[spec.name] = spec
-            _SOURCES[spec.name] = path
+            _SOURCES[spec.name] = source
     return tasks
 
 
-_SOURCES: dict[str, Path] = {}
+_SOURCES: dict[str, str] = {}
 
 
 def task_source(name: str) -> str:
-    """The file a task was read from (for messages about its content)."""
+    """Where a task was read from: its file, and for a swept task the entry (for messages about its content)."""
     all_tasks()
-    return f"task file {_SOURCES[name]}" if name in _SOURCES else f"task {name!r}"
+    return _SOURCES.get(name, f"task {name!r}")
 
 
 def all_tasks() -> dict[str, TaskSpec]:

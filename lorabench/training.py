@@ -9,7 +9,7 @@ of the split and the views), so a grid over K and seeds runs the backbone once p
 from __future__ import annotations
 
 import math
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable, Iterator
 from typing import Any
 
 import torch
@@ -109,33 +109,53 @@ def _check(loss: torch.Tensor, what: str, step: int) -> float:
     return value
 
 
+def _passes(n: int, batch_size: int, gen: torch.Generator) -> Iterator[tuple[int, torch.Tensor]]:
+    """(pass, indices) batches: pass after pass over the n examples, each in a fresh order from `gen`."""
+    p = 0
+    while n:
+        for idx in minibatches(n, batch_size, gen):
+            yield p, idx
+        p += 1
+
+
+def run_steps(groups: list[dict], hp: dict[str, Any], steps: int, batches: Iterator[tuple[int, torch.Tensor]],
+              loss_of: Callable[[int, torch.Tensor], torch.Tensor], what: str) -> list[tuple[int, int, float]]:
+    """The one training loop of the protocol, for heads, end-to-end methods and upstream modules alike:
+    `steps` AdamW steps (the recipe's weight decay) under the recipe's schedule, on `batches`; a loss
+    that is not finite stops it with an error. Returns (pass, batch size, loss) per step."""
+    opt = _optimizer(groups, hp["weight_decay"])
+    sched = _schedule(opt, hp.get("schedule", "cosine"), max(steps, 1))
+    out = []
+    for step, (p, idx) in zip(range(steps), batches):  # range first: no batch is drawn past the last step
+        loss = loss_of(p, idx)
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+        sched.step()
+        out.append((p, len(idx), _check(loss, what, step)))
+    return out
+
+
 def train_head(head: nn.Module, bank: torch.Tensor, split: Split, hp: dict[str, Any], gen: torch.Generator,
                epochs: int | None = None) -> float:
     """Train only the head on frozen features `bank` ([V, n, ...]: V views, epoch e uses view e mod V; see
-    `support_bank`) for `head_epochs` passes over the support set, AdamW + the recipe's schedule; returns the
-    last epoch's loss."""
+    `support_bank`) for `head_epochs` passes over the support set; returns the last epoch's mean loss."""
     epochs = hp["head_epochs"] if epochs is None else epochs
     if len(bank) and bank.shape[1] != len(split):
         raise ValueError(f"bank of shape {tuple(bank.shape)} is not [views, {len(split)}, ...]")
     dev = next(head.parameters()).device
     n = len(split)
-    total = epochs * math.ceil(n / hp["batch_size"])
-    opt = _optimizer([{"params": list(head.parameters()), "lr": hp["head_lr"]}], hp["weight_decay"])
-    sched = _schedule(opt, hp.get("schedule", "cosine"), max(total, 1))
-    loss_val, step = math.nan, 0
-    for e in range(epochs):
-        feats, total_loss = bank[e % len(bank)], 0.0
-        for idx in minibatches(n, hp["batch_size"], gen):
-            logits = Backbone.logits(head, feats[idx].to(dev), split.batch(idx) if "choice_mask" in split.inputs else {})
-            loss = F.cross_entropy(logits, split.labels[idx].to(dev))
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            opt.step()
-            sched.step()
-            total_loss += _check(loss, "head training", step) * len(idx)
-            step += 1
-        loss_val = total_loss / max(n, 1)
-    return loss_val
+    mc = "choice_mask" in split.inputs
+
+    def loss_of(epoch: int, idx: torch.Tensor) -> torch.Tensor:
+        logits = Backbone.logits(head, bank[epoch % len(bank)][idx].to(dev), split.batch(idx) if mc else {})
+        return F.cross_entropy(logits, split.labels[idx].to(dev))
+
+    log = run_steps([{"params": list(head.parameters()), "lr": hp["head_lr"]}], hp,
+                    epochs * math.ceil(n / hp["batch_size"]), _passes(n, hp["batch_size"], gen), loss_of,
+                    "head training")
+    last = [loss * size for p, size, loss in log if p == epochs - 1]
+    return sum(last) / max(n, 1) if last else math.nan
 
 
 def end_to_end_steps(n: int, hp: dict[str, Any]) -> int:
@@ -145,35 +165,25 @@ def end_to_end_steps(n: int, hp: dict[str, Any]) -> int:
 
 def train_end_to_end(backbone: Backbone, head: nn.Module, groups: list[dict], split: Split, hp: dict[str, Any],
                      gen: torch.Generator, steps: int | None = None) -> dict[str, Any]:
-    """Train `groups` (param groups with their lr) and the head through the backbone for `steps` AdamW steps
-    (default: `end_to_end_steps`) with the recipe's schedule, on batches that cycle through the support set
-    in a fresh order each pass (random views for images). The backbone stays in eval mode: BatchNorm
-    statistics stay frozen and dropout off, which few-shot batches of 2 could not estimate anyway."""
+    """Train `groups` (param groups with their lr) and the head through the backbone for `steps` steps
+    (default: `end_to_end_steps`), on batches that cycle through the support set in a fresh order each
+    pass (random views for images). The backbone stays in eval mode: BatchNorm statistics stay frozen
+    and dropout off, which few-shot batches of 2 could not estimate anyway."""
     dev = backbone.device()
     steps = end_to_end_steps(len(split), hp) if steps is None else steps
-    opt = _optimizer(groups, hp["weight_decay"])
-    sched = _schedule(opt, hp.get("schedule", "cosine"), max(steps, 1))
     params = [p for g in groups for p in g["params"]]
     frozen = sum(not p.requires_grad for p in params)
     if frozen:  # a plugin bug that would otherwise train nothing and still report every parameter as trainable
         raise ValueError(f"{frozen} of the {len(params)} parameters handed to end-to-end training do not require "
                          "grad; set requires_grad_(True) on them in the method's prepare().")
     backbone.model.eval()
-    losses: list[float] = []
-    step = 0
-    while step < steps:
-        for idx in minibatches(len(split), hp["batch_size"], gen):
-            if step >= steps:
-                break
-            batch = train_batch(split, idx, hp, gen)
-            logits = Backbone.logits(head, backbone.features(batch), batch)
-            loss = F.cross_entropy(logits, split.labels[idx].to(dev))
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            opt.step()
-            sched.step()
-            losses.append(_check(loss, "end-to-end training", step))
-            step += 1
+
+    def loss_of(_: int, idx: torch.Tensor) -> torch.Tensor:
+        batch = train_batch(split, idx, hp, gen)
+        return F.cross_entropy(Backbone.logits(head, backbone.features(batch), batch), split.labels[idx].to(dev))
+
+    losses = [loss for _, _, loss in run_steps(groups, hp, steps, _passes(len(split), hp["batch_size"], gen),
+                                               loss_of, "end-to-end training")]
     if any(not torch.isfinite(p).all() for p in params):
         raise TrainingError("end-to-end training left non-finite weights; no result is written.")
     tail = losses[-max(1, len(losses) // 10):] if losses else [math.nan]

@@ -22,11 +22,11 @@ import numpy as np
 from lorabench.backbones import create_backbone
 from lorabench.data import load_examples, sample_support
 from lorabench.errors import ConfigError
-from lorabench.evaluator import _evaluate, encode_cached, method_context, require_fit
+from lorabench.evaluator import encode_cached, fit_and_score, method_context
 from lorabench.identity import identify
-from lorabench.method import METHODS
+from lorabench.method import METHODS, require_fit
 from lorabench.results import write_json_atomic
-from lorabench.seeding import derive_seed, seed_everything
+from lorabench.seeding import Streams, derive_seed, seed_everything
 from lorabench.specs import KValue, RunConfig
 from lorabench.task_registry import get_task
 from lorabench.upstream import ensure_upstream_adapters
@@ -81,8 +81,8 @@ def select(task_name: str, method: str, profile: str = "full", ks: list[KValue] 
                           f"{max(grid_ks)} cannot be tuned. Pass a smaller --k.")
     backbone = create_backbone(task.backbone, device)
     val = encode_cached(backbone, train_ex, val_idx, task.preprocessing)
-    adapters = ensure_upstream_adapters(task, task.backbone, data_dir, cache_dir, device) \
-        if method_cls.needs_upstream else []
+    adapters = ensure_upstream_adapters(task, task.backbone, backbone.targets(), backbone.aliases, data_dir, cache_dir,
+                                        device) if method_cls.needs_upstream else []
     grid = method_cls.tune_grid
     configs = {", ".join(f"{k}={v}" for k, v in zip(grid, combo)): dict(zip(grid, combo))
                for combo in itertools.product(*grid.values())}
@@ -94,13 +94,10 @@ def select(task_name: str, method: str, profile: str = "full", ks: list[KValue] 
             sub = sample_support(train_ex.labels[pool], k, derive_seed(task.name, k, "tune-support"), per_class)
             support = encode_cached(backbone, train_ex, pool[sub], task.preprocessing)
 
-            def ctx(k=k, support=support):
-                return method_context(task, task.backbone, device, support.num_classes,
-                                      derive_seed(task.name, k, "tune-init"), derive_seed(task.name, k, "tune-views"),
-                                      adapters)
-
+            streams = Streams(init=derive_seed(task.name, k, "tune-init"), views=derive_seed(task.name, k, "tune-views"))
             seed_everything(task.name, k, "tune-global")
-            _, acc, _ = _evaluate(method_cls, hp, ctx, support, val)
+            ctx = method_context(task, backbone.copy(), support.num_classes, streams, adapters)
+            _, acc, _ = fit_and_score(method_cls, hp, ctx, support, val)
             scores[label][str(k)] = acc
     means = {label: float(np.mean(list(per_k.values()))) for label, per_k in scores.items()}
     chosen = configs[max(means, key=means.get)]  # ties: the first in grid order

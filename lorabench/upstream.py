@@ -18,16 +18,15 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 from filelock import FileLock
 from pydantic import BaseModel
 
 from lorabench.adapters import CONFIG_FILE, WEIGHTS_FILE, LoraAdapter, load_adapter, save_adapter
 from lorabench.backbones import create_backbone
-import numpy as np
-
 from lorabench.data import Split, load_examples, stratified_partition
 from lorabench.hashing import digest_json
-from lorabench.lora import attach
+from lorabench.lora import Target, attach
 from lorabench.seeding import derive_seed, generator, seed_everything
 from lorabench.specs import Preprocessing, TaskSpec, UpstreamRecipe, UpstreamSpec
 from lorabench.training import extract_features, predict, train_end_to_end, train_head
@@ -161,13 +160,13 @@ def ensure_upstream_adapter(job: UpstreamJob, on_train: Callable[[str], None] | 
         return True
 
 
-def ensure_upstream_adapters(task: TaskSpec, backbone_name: str, data_dir: str | None, cache_dir: str | None,
-                             device: str = "cpu", on_train: Callable[[str], None] | None = None) -> list[LoraAdapter]:
-    """Load the task's upstream adapters, training (once, under a lock) those not yet in the store."""
-    backbone = create_backbone(backbone_name, "cpu")
-    targets = backbone.targets()
+def ensure_upstream_adapters(task: TaskSpec, backbone_name: str, targets: list[Target], aliases: set[str],
+                             data_dir: str | None, cache_dir: str | None, device: str = "cpu",
+                             on_train: Callable[[str], None] | None = None) -> list[LoraAdapter]:
+    """Load the task's upstream adapters onto `targets` (the caller's backbone's), training (once, under a
+    lock) those not yet in the store."""
     adapters = []
     for job in upstream_jobs(task, backbone_name, data_dir, cache_dir, device):
         ensure_upstream_adapter(job, on_train)
-        adapters.append(load_adapter(Path(job.path), targets, backbone.aliases, name=job.upstream.name))
+        adapters.append(load_adapter(Path(job.path), targets, aliases, name=job.upstream.name))
     return adapters

@@ -287,6 +287,6 @@ def check_grid(cells: list[RunConfig]) -> None:
         if (cfg.task, cfg.backbone) not in seen:
             seen.add((cfg.task, cfg.backbone))
             modality = backbones[cfg.backbone].modality
-            want = "text" if task.modality == "multiple_choice" else "image"
-            if modality != want:
-                raise ConfigError(f"--backbone {cfg.backbone} takes {modality} inputs; task {task.name!r} needs {want}.")
+            if modality != task.modality:
+                raise ConfigError(f"--backbone {cfg.backbone} takes {modality} tasks; task {task.name!r} is "
+                                  f"{task.modality}.")

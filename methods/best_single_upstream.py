@@ -21,7 +21,7 @@ class BestSingleUpstream(FrozenFeatureMethod):
 
     def prepare(self, ctx: MethodContext) -> None:
         super().prepare(ctx)
-        self.stacked = stack_modules(ctx)
+        self.stacked = stack_modules(ctx.backbone, ctx.adapters)
         self.losses: list[float] = []
 
     def fit(self, support: Split) -> None:

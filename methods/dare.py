@@ -11,7 +11,6 @@ from typing import Any
 
 from lorabench.merging import dare, merge_transformed_, stack_modules
 from lorabench.method import FrozenFeatureMethod, MethodContext
-from lorabench.seeding import generator
 
 
 class Dare(FrozenFeatureMethod):
@@ -24,10 +23,10 @@ class Dare(FrozenFeatureMethod):
 
     def prepare(self, ctx: MethodContext) -> None:
         super().prepare(ctx)
-        stacked = stack_modules(ctx)
+        stacked = stack_modules(ctx.backbone, ctx.adapters)
         p = float(self.hp["drop_rate"])
         scaling = 1.0 / stacked.n if self.hp["scaling"] is None else float(self.hp["scaling"])
-        gen = generator(ctx.seed, "dare")
+        gen = ctx.streams.generator("dare")
         merge_transformed_(stacked, lambda deltas: scaling * dare(deltas, p, gen).sum(0))
         self.scaling = scaling
 

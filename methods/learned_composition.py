@@ -12,6 +12,7 @@ from lorabench.adapters import attach_composition
 from lorabench.data import Split
 from lorabench.lora import merge_all_
 from lorabench.method import EndToEndMethod, MethodContext
+from lorabench.specs import Composition
 
 
 class LearnedComposition(EndToEndMethod):
@@ -32,10 +33,11 @@ class LearnedComposition(EndToEndMethod):
         merge_all_(self.ctx.backbone.model)
         return super().predict(split)
 
+    def composition(self) -> Composition:
+        rows = [(t.name, layer.composition_weights().detach().cpu()[i])
+                for layer in self.layers.values() for i, t in enumerate(layer.targets)]
+        return Composition(upstream=[a.name for a in self.ctx.adapters], matrices=[m for m, _ in rows],
+                           weights=[[round(float(x), 6) for x in w] for _, w in rows])
+
     def extras(self) -> dict[str, Any]:
-        weights = {}
-        for layer in self.layers.values():
-            w = layer.composition_weights().detach().cpu()
-            for i, t in enumerate(layer.targets):
-                weights[t.name] = [round(float(x), 6) for x in w[i]]
-        return {"upstream": [a.name for a in self.ctx.adapters], "learned_weights": weights}
+        return {"upstream": [a.name for a in self.ctx.adapters]}

@@ -4,14 +4,13 @@ The same as `learned_composition` except that every adapted matrix shares one lo
 (N trainable parameters instead of N per matrix), to test whether per-layer weights matter.
 """
 
-from typing import Any
-
 import torch
 import torch.nn as nn
 
 from lorabench.adapters import attach_composition
 from lorabench.method import Method, MethodContext
 from lorabench.methods.learned_composition import LearnedComposition
+from lorabench.specs import Composition
 
 
 class LearnedCompositionGlobal(LearnedComposition):
@@ -27,6 +26,7 @@ class LearnedCompositionGlobal(LearnedComposition):
     def backbone_params(self):
         return [self.logits]
 
-    def extras(self) -> dict[str, Any]:
-        return {"upstream": [a.name for a in self.ctx.adapters],
-                "global_weights": [round(float(x), 6) for x in torch.softmax(self.logits.detach(), -1).cpu()]}
+    def composition(self) -> Composition:
+        weights = torch.softmax(self.logits.detach(), -1).cpu()
+        return Composition(upstream=[a.name for a in self.ctx.adapters], matrices=["*"],
+                           weights=[[round(float(x), 6) for x in weights]])

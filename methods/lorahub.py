@@ -52,7 +52,7 @@ class LoraHub(FrozenFeatureMethod):
 
     def prepare(self, ctx: MethodContext) -> None:
         super().prepare(ctx)
-        self.stacked = stack_modules(ctx)
+        self.stacked = stack_modules(ctx.backbone, ctx.adapters)
 
     def fit(self, support: Split) -> None:
         require_support(self.name, support)

@@ -22,7 +22,7 @@ class TaskArithmetic(FrozenFeatureMethod):
 
     def prepare(self, ctx: MethodContext) -> None:
         super().prepare(ctx)
-        self.stacked = stack_modules(ctx)
+        self.stacked = stack_modules(ctx.backbone, ctx.adapters)
         self.losses: dict[float, float] = {}
 
     def fit(self, support: Split) -> None:

@@ -22,7 +22,7 @@ class TiesMerging(FrozenFeatureMethod):
     def prepare(self, ctx: MethodContext) -> None:
         super().prepare(ctx)
         density, scaling = float(self.hp["density"]), float(self.hp["scaling"])
-        merge_transformed_(stack_modules(ctx), lambda deltas: ties_merge(deltas, density, scaling))
+        merge_transformed_(stack_modules(ctx.backbone, ctx.adapters), lambda deltas: ties_merge(deltas, density, scaling))
 
     def extras(self) -> dict[str, Any]:
         return {"upstream": [a.name for a in self.ctx.adapters]}

@@ -1,16 +1,7 @@
 """Uniform composition: W = W0 + (1/N)·Σₙ ΔWₙ, merged into the weights once; only the head trains."""
 
-import torch
-
-from lorabench.adapters import attach_composition
+from lorabench.merging import merge_weighted_, stack_modules
 from lorabench.method import FrozenFeatureMethod, MethodContext
-
-
-def merge_uniform_(ctx: MethodContext) -> None:
-    n = len(ctx.adapters)
-    for layer in attach_composition(ctx.backbone.model, ctx.backbone.targets(), ctx.adapters).values():
-        coef = torch.full((n,), 1.0 / n, device=layer.comp_scale.device) * layer.comp_scale
-        layer.merge_(layer.composed_delta(coef=coef))
 
 
 class UniformComposition(FrozenFeatureMethod):
@@ -20,4 +11,5 @@ class UniformComposition(FrozenFeatureMethod):
 
     def prepare(self, ctx: MethodContext) -> None:
         super().prepare(ctx)
-        merge_uniform_(ctx)
+        n = len(ctx.adapters)
+        merge_weighted_(stack_modules(ctx.backbone, ctx.adapters), [1.0 / n] * n)

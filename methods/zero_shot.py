@@ -11,7 +11,7 @@ from lorabench.method import FrozenFeatureMethod
 class ZeroShot(FrozenFeatureMethod):
     name = "zero_shot"
     description = "untrained scorer (multiple-choice QA only)"
-    modalities = ("text",)
+    modalities = ("multiple_choice",)
 
     def fit(self, support: Split) -> None:
         pass

@@ -387,21 +387,34 @@ def real_site(tmp_path_factory) -> Path:
     return out
 
 
-def test_the_page_from_the_committed_records_has_pacs_verdicts(real_site):
+@pytest.mark.parametrize("task", ["pacs_art_painting", "digits"])
+def test_the_page_from_the_committed_records_has_verdicts(real_site, task):
+    """Each verdict on the committed records, recomputed here from their JSON: the paired t interval of the
+    per-seed differences decides supported / contradicted / undecided."""
     page = dom((real_site / "claims.html").read_text(encoding="utf-8"))
-    raw = raw_values("pacs_art_painting")
-    got = rows(page, "few_shot_composition_beats_full_finetune")
-    for k in ("1", "5"):
-        tr = got[("pacs_art_painting", k, "uniform_composition>full_finetune")]
-        a, b = raw[("uniform_composition", k)], raw[("full_finetune", k)]
-        diffs = [a[s] - b[s] for s in sorted(set(a) & set(b))]
-        lo, hi = t_interval(diffs)
-        want = SUPPORTED if lo > 0 else CONTRADICTED if hi < 0 else UNDECIDED
-        assert tr.attrs["data-verdict"] == want and tr.attrs["data-n"] == str(len(diffs))
-        assert tr.one("td", "ci").text() == f"[{pts(lo)}, {pts(hi)}]"
-        assert tr.one("th").one("a").attrs["href"] == "task-pacs_art_painting.html"
-    # K = all was not run: the ≈ claim has a "not run" row for PACS, nothing else
+    raw = raw_values(task)
+    checked = 0
+    for claim, pair in [("few_shot_composition_beats_full_finetune", ("uniform_composition", "full_finetune")),
+                        ("few_shot_composition_beats_lora", ("learned_composition", "lora"))]:
+        got = rows(page, claim)
+        for k in ("1", "5"):
+            tr = got[(task, k, f"{pair[0]}>{pair[1]}")]
+            a, b = raw[(pair[0], k)], raw[(pair[1], k)]
+            diffs = [a[s] - b[s] for s in sorted(set(a) & set(b))]
+            lo, hi = t_interval(diffs)
+            want = SUPPORTED if lo > 0 else CONTRADICTED if hi < 0 else UNDECIDED
+            assert tr.attrs["data-verdict"] == want and tr.attrs["data-n"] == str(len(diffs))
+            assert tr.one("td", "ci").text() == f"[{pts(lo)}, {pts(hi)}]"
+            assert tr.one("th").one("a").attrs["href"] == f"task-{task}.html"
+            checked += 1
+    assert checked == 4
+
+
+def test_the_page_from_the_committed_records_has_pacs_and_arc_rows(real_site):
+    page = dom((real_site / "claims.html").read_text(encoding="utf-8"))
+    # K = all was run on digits only: the ≈ claim has a verdict there and a "not run" row for PACS and ARC-Easy
     full = rows(page, "full_shot_learned_matches_lora")
+    assert full.pop(("digits", "all", "learned_composition>lora")).attrs["data-verdict"] != NOT_RUN
     assert {tr.attrs["data-verdict"] for tr in full.values()} == {NOT_RUN}
     assert ("pacs_art_painting", "all", "learned_composition>lora") in full
     # only the Ks some method ran on a task get rows (arc_easy: 0 and 5, not its grid's 1-4)
@@ -416,9 +429,9 @@ def test_the_claims_page_renders_its_verdict_tables_in_chromium(real_site, tmp_p
     page = browser_dom(real_site / "claims.html", tmp_path)
     tables = page.find_all("table", "verdicts")
     assert len(tables) == 4
-    pacs = [tr for t in tables for tr in t.find_all("tr", "claim-row") if tr.attrs["data-task"] == "pacs_art_painting"]
-    assert len(pacs) == 13
-    for tr in pacs:
+    for task in ("pacs_art_painting", "digits"):  # 4 + 4 + 1 + 4 rows: two comparisons × K 1, 5; one at K = all
+        assert sum(tr.attrs["data-task"] == task for t in tables for tr in t.find_all("tr", "claim-row")) == 13, task
+    for tr in (tr for t in tables for tr in t.find_all("tr", "claim-row")):
         badge = tr.one("span", "verdict")
         assert badge.text() == tr.attrs["data-verdict"] and f"verdict-{badge.text().replace(' ', '-')}" in badge.classes()
     assert page.one("a", "claims-link").attrs["class"].split() == ["claims-link", "here"]

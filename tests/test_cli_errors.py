@@ -32,7 +32,7 @@ def snapshot(folder: Path) -> dict[str, bytes]:
 @pytest.fixture(scope="module")
 def world(quick_task, tmp_path_factory):
     """A results folder holding one real record, and the files the bad cases point at."""
-    from lorabench.evaluator import expand_grid, run_grid
+    from lorabench.grid import expand_grid, run_grid
 
     root = tmp_path_factory.mktemp("cli_errors")
     results = root / "results"
@@ -101,7 +101,7 @@ CASES = [
      None),
     ("unknown-backbone", lambda w: ["run", "-m", "lora", "-t", w["task"], "-b", "resnet", *R(w)], ["'resnet'"], None),
     ("backbone-modality", lambda w: ["run", "-m", "lora", "-t", w["task"], "-b", "tiny_bert", *R(w)],
-     ["tiny_bert", "text"], None),
+     ["tiny_bert", "multiple_choice"], None),
     ("unknown-profile", lambda w: ["run", "-m", "lora", "-t", w["task"], "--profile", "smok", *R(w)],
      ["'smok'", "smoke"], None),
     ("method-not-for-task", lambda w: ["run", "-m", "zero_shot", "-t", w["task"], *R(w)], ["does not apply"], None),
@@ -211,7 +211,7 @@ def test_a_record_that_does_not_validate_is_moved_aside_and_a_newer_one_is_left_
     a record of a newer schema (with a field this version does not know) is kept byte for byte, not run."""
     import json
 
-    from lorabench.evaluator import expand_grid
+    from lorabench.grid import expand_grid
     from lorabench.results import read_result
 
     results = world["results"]

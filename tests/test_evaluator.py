@@ -12,7 +12,8 @@ import pytest
 
 from lorabench.backbones import create_backbone
 from lorabench.errors import ConfigError
-from lorabench.evaluator import expand_grid, run_cell, run_grid
+from lorabench.evaluator import run_cell
+from lorabench.grid import expand_grid, run_grid
 from lorabench.lora import lora_param_count
 from lorabench.results import load_results, read_result
 from lorabench.specs import ResultRecord, RunConfig
@@ -60,16 +61,17 @@ def test_every_method_reports_its_parameter_counts_and_upstream_is_trained_once(
     adapters = sorted((store / "cache" / "adapters" / "efficientnet_lite0").glob("digits_*"))
     assert [p.name.split("-")[0] for p in adapters if not p.name.endswith(".lock")] == ["digits_01", "digits_23"]
     rec = run_cell(cfg(quick_task, "learned_composition", store, k=5))
-    w = rec.extras["learned_weights"]
-    assert rec.extras["upstream"] == ["digits_01", "digits_23"] and len(w) == len(targets)
-    assert all(abs(sum(v) - 1) < 1e-5 and len(v) == 2 for v in w.values())
+    w = rec.composition  # typed: [matrices][upstream], one softmax row per adapted matrix
+    assert w.upstream == rec.extras["upstream"] == ["digits_01", "digits_23"]
+    assert w.matrices == [t.name for t in targets] and len(w.weights) == len(targets)
+    assert all(abs(sum(v) - 1) < 1e-5 and len(v) == 2 for v in w.weights)
 
 
 def test_learned_composition_moves_its_weights_at_k1(quick_task, store):
     """K = 1: after the head warm-up the composition logits still get gradient (fresh augmented views), so
     the learned weights leave 1/N; the warm-up head starts from the uniform composition's features."""
     rec = run_cell(cfg(quick_task, "learned_composition", store, k=1, seed=0))
-    weights = [x for v in rec.extras["learned_weights"].values() for x in v]
+    weights = [x for v in rec.composition.weights for x in v]
     assert max(abs(x - 0.5) for x in weights) > 1e-3
     log = rec.extras["training"]
     assert log["steps"] == 2 and log["head_loss"] > 0  # 2 epochs of one batch; warm-up ran first

@@ -20,7 +20,7 @@ import torch
 
 from lorabench.adapters import WEIGHTS_FILE
 from lorabench.errors import ConfigError
-from lorabench.evaluator import expand_grid, run_grid
+from lorabench.grid import expand_grid, run_grid
 from lorabench.executors import LocalExecutor, RayExecutor
 from lorabench.results import load_results
 from lorabench.task_registry import get_task

@@ -24,7 +24,7 @@ from scipy import stats as sps
 
 import lorabench
 from lorabench.errors import ConfigError, LorabenchError
-from lorabench.evaluator import expand_grid, run_grid
+from lorabench.grid import expand_grid, run_grid
 from lorabench.leaderboard import build_site
 from lorabench.results import read_result, write_result
 from lorabench.specs import ResultRecord, RunConfig
@@ -269,12 +269,13 @@ def test_task_page_in_chromium_matches_the_json(site, results, quick_task, tmp_p
     plot = doc.one("svg", "plot")
     assert len(plot.find_all("polyline")) == 4 and len(plot.find_all("circle")) == 2 + 1 + 1 + 1
     learned = json.loads(next((results / quick_task).glob("learned_composition__*.json")).read_text())
-    weights = learned["extras"]["learned_weights"]
+    comp = learned["composition"]
+    weights = dict(zip(comp["matrices"], comp["weights"]))
     rects = doc.one("svg", "heatmap").find_all("rect", "hm-cell")
     assert len(rects) == len(weights) * 2
     assert [r.attrs["data-matrix"] for r in rects[::2]] == list(weights)  # model order
     for r in rects:
-        i = learned["extras"]["upstream"].index(r.attrs["data-upstream"])
+        i = comp["upstream"].index(r.attrs["data-upstream"])
         assert float(r.attrs["data-w"]) == pytest.approx(weights[r.attrs["data-matrix"]][i], abs=1e-6)
 
     # Provenance and the exact commands to reproduce each row.
@@ -750,3 +751,36 @@ def test_the_results_table_fits_1400_px_with_the_parameter_counts_in_view(grid_t
     assert m["scroll_width"] <= 1400, m  # the document does not scroll sideways
     assert m["wrap_scroll"] <= m["wrap_client"], m  # nor does the table inside its wrapper
     assert m["n_params"] == 2 + 2 * 6 and 0 <= m["params_left"] and m["params_right"] <= m["client_width"], m
+
+
+def test_upstream_checks_flag_weak_modules_but_not_ties_at_100_percent():
+    """A module below or equal to its probe is flagged; both at 100 % is no test at all (digits' pairs)."""
+    from lorabench.leaderboard import upstream_checks
+    from lorabench.specs import ResultRecord
+
+    quality = [{"name": "up_a", "heldout_accuracy": 1.0, "probe_accuracy": 1.0},
+               {"name": "up_b", "heldout_accuracy": 0.92, "probe_accuracy": 0.88},
+               {"name": "up_c", "heldout_accuracy": 0.5, "probe_accuracy": 0.5},
+               {"name": "up_d", "heldout_accuracy": 0.4, "probe_accuracy": 0.6}]
+    rec = fake_record("no_such_task", 0.5, method="uniform_composition")
+    rec["config"]["upstream_quality"] = quality
+    checks = {c.name: c for c in upstream_checks([ResultRecord.model_validate(rec)])}
+    assert checks["up_a"].at_ceiling and checks["up_a"].beats_probe is None
+    assert checks["up_b"].beats_probe is True and not checks["up_b"].at_ceiling
+    assert checks["up_c"].beats_probe is False and checks["up_d"].beats_probe is False
+
+
+def test_the_committed_digits_records_bold_nothing_at_k1(tmp_path):
+    """The grid the statistics issue quoted, on the committed full-protocol records (docs/results/digits, five
+    methods × 3 seeds): at K = 1 the seeds separate no method from the best mean, so nothing is bold and the
+    best mean is marked tied, on the page and on the index."""
+    docs = Path(__file__).resolve().parents[1] / "docs" / "results"
+    build_site(docs, tmp_path / "site")
+    page = dom((tmp_path / "site" / "task-digits.html").read_text())
+    cells = column(page, "1")
+    assert set(cells) == {"classifier_tuning", "uniform_composition", "learned_composition", "lora", "full_finetune"}
+    assert not [td for td in page.one("table", "results").find_all("td", "best") if td.attrs["data-k"] == "1"]
+    top = max(cells.values(), key=lambda td: float(td.attrs["data-mean"]))
+    assert "tied" in top.classes() and top.one("span", "tied-mark").text() == "tied"
+    li = dom((tmp_path / "site" / "index.html").read_text()).one("tr", data_task="digits").one("li", data_k="1")
+    assert "tied:" in li.text() and not li.find_all("span", "best-method")

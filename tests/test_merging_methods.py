@@ -13,9 +13,10 @@ import torch.nn.functional as F
 from lorabench.adapters import LoraAdapter
 from lorabench.backbones import MC_TEMPERATURE, create_backbone
 from lorabench.data import Split
-from lorabench.evaluator import run_grid
+from lorabench.grid import run_grid
 from lorabench.merging import (dare, merge_transformed_, merge_weighted_, stack_modules, support_loss, ties_merge,
                                weighted_scorer)
+from lorabench.seeding import Streams
 from lorabench.method import METHODS, MethodContext
 from lorabench.methods.learned_composition_global import LearnedCompositionGlobal
 from lorabench.methods.lorahub import lorahub_objective, search_weights
@@ -51,7 +52,7 @@ def one_torch_thread():
 def tiny_ctx():
     """tiny_vit (fused qkv split into q, k, v blocks) with 3 random upstream modules."""
     bb = create_backbone("tiny_vit")
-    return MethodContext(backbone=bb, num_classes=3, seed=0, adapters=random_adapters(bb.targets(), 3))
+    return MethodContext(backbone=bb, num_classes=3, streams=Streams(init=0, views=0), adapters=random_adapters(bb.targets(), 3))
 
 
 def tiny_split(n_per_class: int, classes: int = 3, seed: int = 0) -> Split:
@@ -98,7 +99,7 @@ def test_dare_p0_is_the_identity_and_keeps_the_expectation():
 
 
 def test_weighted_and_transformed_merges_are_exact_on_delta(tiny_ctx):
-    st = stack_modules(tiny_ctx)
+    st = stack_modules(tiny_ctx.backbone, tiny_ctx.adapters)
     w = [0.7, -0.3, 1.2]
     merge_weighted_(st, [5.0, 5.0, 5.0])  # a previous candidate must not leak into the next
     merge_weighted_(st, w)
@@ -118,7 +119,7 @@ def test_dare_method_with_p0_equals_uniform_composition(tiny_ctx):
     for cls, hp in ((dare_cls, {"drop_rate": 0.0}), (uniform_cls, {})):
         bb = create_backbone("tiny_vit")
         m = cls(**cls.resolve_hparams(hp))
-        m.prepare(MethodContext(backbone=bb, num_classes=3, seed=0, adapters=tiny_ctx.adapters))
+        m.prepare(MethodContext(backbone=bb, num_classes=3, streams=Streams(init=0, views=0), adapters=tiny_ctx.adapters))
         merged[cls.name] = {n: p.detach().clone() for n, p in bb.model.named_parameters()}
     for name, p in merged["dare"].items():
         torch.testing.assert_close(p, merged["uniform_composition"][name], rtol=1e-5, atol=1e-6)
@@ -151,7 +152,7 @@ def test_support_loss_for_multiple_choice_is_the_zero_shot_scorers():
 
 def test_candidate_scores_are_those_of_a_backbone_merged_by_hand(tiny_ctx):
     split = tiny_split(2)
-    st = stack_modules(tiny_ctx)
+    st = stack_modules(tiny_ctx.backbone, tiny_ctx.adapters)
     score = weighted_scorer(tiny_ctx.backbone, st, split, 10.0)
     w = [0.5, 0.0, -1.0]
     got = score(w)
@@ -231,6 +232,6 @@ def test_digits_runs_record_the_choices_made_on_the_support_set(digits_records):
     hub = digits_records["lorahub"].extras
     assert len(hub["weights"]) == 2 and hub["evaluations"] <= 12
     assert hub["objective"] <= hub["objective_at_uniform"] + 1e-6  # the start point is one of the candidates
-    glob = digits_records["learned_composition_global"].extras["global_weights"]
-    assert len(glob) == 2 and math.isclose(sum(glob), 1.0, abs_tol=1e-5)
+    glob = digits_records["learned_composition_global"].composition
+    assert glob.matrices == ["*"] and len(glob.weights[0]) == 2 and math.isclose(sum(glob.weights[0]), 1.0, abs_tol=1e-5)
     assert digits_records["dare"].extras["scaling"] == 0.5

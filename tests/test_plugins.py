@@ -89,3 +89,37 @@ def test_example_plugin_runs_on_digits_beside_the_broken_one(plugin_env, tmp_pat
         assert r["trainable_params"] == 0 and r["head_params"] == 1280 * 2 + 2
         assert r["extras"] == {"upstream": ["digits_01", "digits_23"], "scale": 0.5}
         assert 0.0 <= r["value"] <= 1.0 and r["n_test"] == 106
+
+
+def test_list_shows_the_plugin_backbone_and_reports_the_broken_one(plugin_env):
+    out = cli(["list", "backbones"], plugin_env)
+    assert out.returncode == 0, out.stderr
+    lines = out.stdout.splitlines()
+    assert "example backbone plugin" in next(line for line in lines if "example_mobilenet" in line) or \
+        "Random MobileNetV3" in next(line for line in lines if "example_mobilenet" in line)
+    broken = next(line for line in lines if "broken_backbone" in line)
+    assert "broken plugin" in broken and "RuntimeError" in broken
+    assert "efficientnet_lite0" in out.stdout and "minilm" in out.stdout
+
+
+@pytest.mark.slow
+def test_plugin_backbone_trains_upstream_and_runs_cells(plugin_env, tmp_path):
+    """A backbone from an installed plugin: validated, its own upstream adapters trained into the store,
+    composed, and recorded under its name; a broken backbone plugin is a one-paragraph error."""
+    results, cache = tmp_path / "results", tmp_path / "cache"
+    out = cli(["run", "--method", "classifier_tuning,uniform_composition", "--task", "digits_quick", "--k", "1",
+               "--seeds", "0", "--backbone", "example_mobilenet", "--results-dir", str(results),
+               "--cache-dir", str(cache)], plugin_env)
+    assert out.returncode == 0, out.stdout + out.stderr
+    records = [json.loads(p.read_text()) for p in sorted((results / "digits_quick").glob("*.json"))]
+    assert sorted(r["method"] for r in records) == ["classifier_tuning", "uniform_composition"]
+    for r in records:
+        assert r["backbone"] == "example_mobilenet" and r["head_params"] == 1024 * 2 + 2
+        assert 0.0 <= r["value"] <= 1.0 and "--backbone example_mobilenet" in r["command"]
+    stored = sorted(p.name.split("-")[0] for p in (cache / "adapters" / "example_mobilenet").iterdir()
+                    if not p.name.endswith(".lock"))
+    assert stored == ["digits_01", "digits_23"]
+    bad = cli(["run", "--method", "classifier_tuning", "--task", "digits_quick", "--k", "1", "--seeds", "0",
+               "--backbone", "broken_backbone", "--results-dir", str(results)], plugin_env)
+    assert bad.returncode == 2 and "broken_backbone" in bad.stderr and "failed to load" in bad.stderr
+    assert "Traceback" not in bad.stderr

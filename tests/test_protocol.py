@@ -12,12 +12,13 @@ import yaml
 from conftest import QUICK_TASK, registered_task
 from lorabench.backbones import create_backbone
 from lorabench.errors import UnknownNameError
-from lorabench.evaluator import expand_grid, run_cell, run_grid
+from lorabench.evaluator import run_cell
+from lorabench.grid import expand_grid, run_grid
 from lorabench.identity import identify, staleness
 from lorabench.method import METHODS, MethodContext
 from lorabench.profiles import SMOKE, SMOKE_IMAGE_SIZE
 from lorabench.results import load_results
-from lorabench.seeding import generator
+from lorabench.seeding import Streams, generator
 from lorabench.specs import Recipe, RunConfig
 from lorabench.task_registry import all_tasks, get_task
 from lorabench.views import crop_boxes, random_views, resize
@@ -114,7 +115,7 @@ def test_end_to_end_training_keeps_batchnorm_frozen_and_full_finetune_trains_the
     support = encode_cached(bb, ex, sample_support(ex.labels, 2, 0), task.preprocessing)
     cls = METHODS.get("full_finetune")
     m = cls(**cls.resolve_hparams({}, task))
-    m.prepare(MethodContext(backbone=bb, num_classes=2, seed=0))
+    m.prepare(MethodContext(backbone=bb, num_classes=2, streams=Streams(init=0, views=0)))
     before = {n: t.detach().clone() for n, t in bb.model.state_dict().items()}
     m.fit(support)
     after = bb.model.state_dict()

@@ -29,7 +29,9 @@ from conftest import QUICK_TASK, registered_task
 from lorabench.adapters import LoraAdapter
 from lorabench.backbones import create_backbone
 from lorabench.data import load_examples, sample_support
-from lorabench.evaluator import encode_cached, needed_upstream_jobs, run_cell
+from lorabench.evaluator import encode_cached, run_cell
+from lorabench.grid import needed_upstream_jobs
+from lorabench.seeding import Streams
 from lorabench.method import METHODS, MethodContext
 from lorabench.specs import RunConfig, UpstreamRecipe
 from lorabench.task_registry import get_task
@@ -72,7 +74,7 @@ def make_method(name: str, task, adapters=(), seed: int = 0, view_seed: int = 0,
     cls = METHODS.get(name)
     m = cls(**cls.resolve_hparams(overrides, task))
     bb = create_backbone(BACKBONE)
-    m.prepare(MethodContext(backbone=bb, num_classes=2, seed=seed, view_seed=view_seed,
+    m.prepare(MethodContext(backbone=bb, num_classes=2, streams=Streams(init=seed, views=view_seed),
                             adapters=list(adapters) if cls.needs_upstream else []))
     return m
 
@@ -310,5 +312,5 @@ def test_f_per_layer_learned_composition_logits_move_and_differ_between_layers(t
     centred = rows - rows.mean(-1, keepdim=True)  # softmax ignores a common shift
     spread = (centred - centred.mean(0)).abs().amax()
     assert spread > 1e-3, "every layer learned the same weights: the logits behave as one global vector"
-    w = m.extras()["learned_weights"]
-    assert len(w) == len(targets) and len({tuple(v) for v in w.values()}) > len(targets) // 2
+    w = m.composition()
+    assert len(w.matrices) == len(targets) and len({tuple(v) for v in w.weights}) > len(targets) // 2

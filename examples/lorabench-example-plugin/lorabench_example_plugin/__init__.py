@@ -5,8 +5,8 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 
-from lorabench.adapters import attach_composition
 from lorabench.data import Split
+from lorabench.merging import merge_weighted_, stack_modules
 from lorabench.method import Method, MethodContext
 from lorabench.training import extract_features
 
@@ -20,10 +20,8 @@ class MergedPrototypes(Method):
 
     def prepare(self, ctx: MethodContext) -> None:
         super().prepare(ctx)  # keeps ctx, seeds the run, makes self.head
-        n = len(ctx.adapters)
-        for layer in attach_composition(ctx.backbone.model, ctx.backbone.targets(), ctx.adapters).values():
-            coef = torch.full((n,), self.hp["scale"], device=layer.comp_scale.device) * layer.comp_scale
-            layer.merge_(layer.composed_delta(coef=coef))  # exact: W0 + scale·Σ scaleₙ·Bₙ·Aₙ
+        weights = [self.hp["scale"]] * len(ctx.adapters)
+        merge_weighted_(stack_modules(ctx.backbone, ctx.adapters), weights)  # exact: W0 + scale·Σ scaleₙ·Bₙ·Aₙ
         self.tag = f"merged_prototypes:{self.hp['scale']}:" + "|".join(a.source for a in ctx.adapters)
 
     def fit(self, support: Split) -> None:
