@@ -286,15 +286,17 @@ def stack_adapters(targets: list[Target], adapters: list[LoraAdapter]):
 
 
 def attach_composition(model: nn.Module, targets: list[Target], adapters: list[LoraAdapter],
-                       shared_logits: nn.Parameter | None = None) -> dict[str, AdaptedLayer]:
-    """Turn every targeted module into a composed layer over `adapters` (initial weights: uniform)."""
+                       shared_logits: nn.Parameter | None = None, null: bool = False,
+                       gain: nn.Parameter | None = None) -> dict[str, AdaptedLayer]:
+    """Turn every targeted module into a composed layer over `adapters` (initial weights: uniform over the
+    modules, and the null module with `null`); `gain` is one learned scale shared by every layer."""
     layers = attach(model, targets)
     device = next(model.parameters()).device
     stacked_bytes = 4 * len(adapters) * sum(t.in_features * t.out_features for t in targets)
     materialize = stacked_bytes <= STACKED_DELTA_BUDGET_BYTES
     for mpath, (a_cat, b_cat, scales, r) in stack_adapters(targets, adapters).items():
         layers[mpath].set_composition(a_cat.to(device), b_cat.to(device), scales.to(device), r, shared_logits,
-                                      materialize=materialize)
+                                      materialize=materialize, null=null, gain=gain)
     return layers
 
 

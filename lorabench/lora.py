@@ -83,8 +83,11 @@ def compose_delta(a_cat: torch.Tensor, b_cat: torch.Tensor, coef: torch.Tensor, 
 class AdaptedLayer(nn.Module):
     """Wraps one Linear / 1x1 Conv; adds LoRA (trainable) or a composition of N frozen modules.
 
-    Modes: "base" (plain), "lora" (y = W0x + scale·B(Ax)), "compose" (W = W0 + Σ softmax(v)ₙ ΔWₙ,
-    the merged weight computed once per forward, so the step cost barely grows with N).
+    Modes: "base" (plain), "lora" (y = W0x + scale·B(Ax)), "compose" (W = W0 + g·Σ softmax(v)ₙ ΔWₙ,
+    the merged weight computed once per forward, so the step cost barely grows with N). Two options let the
+    composition shrink, which softmax weights alone cannot: a *null module* (ΔW = 0) as an extra softmax
+    entry, whose weight is the share of the update dropped; and a learned *gain* g (one scalar, shared by
+    every layer of the network, init 1) on the composed update. Both stay exact on ΔWₙ = scaleₙ·Bₙ·Aₙ.
     """
 
     def __init__(self, base: nn.Module, targets: list[Target]):
@@ -125,8 +128,10 @@ class AdaptedLayer(nn.Module):
 
     # -- composition --------------------------------------------------------------------------
     def set_composition(self, a_cat: torch.Tensor, b_cat: torch.Tensor, scales: torch.Tensor, rank: int,
-                        logits: nn.Parameter | None = None, materialize: bool = True) -> None:
-        """Frozen factors of N modules; `logits` ([S, N] per block, or a shared [N]) is learned.
+                        logits: nn.Parameter | None = None, materialize: bool = True, null: bool = False,
+                        gain: nn.Parameter | None = None) -> None:
+        """Frozen factors of N modules; `logits` ([S, N (+1 with `null`)] per block, or a shared vector) is
+        learned, and so is `gain` (a shared scalar) when given.
 
         `materialize` keeps the raw products Bₙ·Aₙ ([S, N, out, in]) instead of the factors."""
         self.register_buffer("comp_scale", scales, persistent=False)
@@ -135,7 +140,13 @@ class AdaptedLayer(nn.Module):
         self.comp_rank = rank
         n = scales.shape[-1]
         self.register_buffer("comp_delta", self._raw_products() if materialize else None, persistent=False)
-        self.comp_logits = logits if logits is not None else nn.Parameter(torch.zeros(self.n_blocks, n, device=a_cat.device))
+        self.comp_null = null
+        width = n + int(null)
+        self.comp_logits = logits if logits is not None else nn.Parameter(torch.zeros(self.n_blocks, width,
+                                                                                      device=a_cat.device))
+        if self.comp_logits.shape[-1] != width:
+            raise ValueError(f"composition logits have {self.comp_logits.shape[-1]} entries, expected {width}")
+        self.comp_gain = gain
         self.mode = "compose"
 
     def _raw_products(self) -> torch.Tensor:
@@ -150,13 +161,17 @@ class AdaptedLayer(nn.Module):
         raw = self.comp_delta if self.comp_delta is not None else self._raw_products()
         return raw * self.comp_scale[..., None, None]
 
-    def composition_weights(self) -> torch.Tensor:
-        return torch.softmax(self.comp_logits, dim=-1).expand(self.n_blocks, -1)
+    def composition_weights(self, with_null: bool = False) -> torch.Tensor:
+        """softmax(v) per block, [S, N]; the null module's share is the last column with `with_null`."""
+        w = torch.softmax(self.comp_logits, dim=-1).expand(self.n_blocks, -1)
+        return w if with_null or not self.comp_null else w[:, :-1]
 
     def composed_delta(self, coef: torch.Tensor | None = None) -> torch.Tensor:
-        """ΔW of the whole weight: [out, in] (no conv dims). `coef` defaults to softmax(logits)·scale."""
+        """ΔW of the whole weight: [out, in] (no conv dims). `coef` defaults to g·softmax(logits)·scale."""
         if coef is None:
             coef = self.composition_weights() * self.comp_scale
+            if self.comp_gain is not None:
+                coef = coef * self.comp_gain
         coef = coef.expand(self.n_blocks, -1)
         if self.comp_delta is not None:
             return torch.einsum("sn,snoi->soi", coef, self.comp_delta).flatten(0, 1)

@@ -264,14 +264,16 @@ class Timings(BaseModel):
 class Composition(BaseModel):
     """The weight of each upstream module in each adapted matrix: `weights[i][n]` is the weight of module
     `upstream[n]` in matrix `matrices[i]` (shape [len(matrices), len(upstream)]; with learned_composition
-    each row is a softmax, summing to 1). A method with one weight vector for the whole network has one
-    row, named "*". The leaderboard draws it as a heatmap, averaged over seeds."""
+    each row is a softmax, summing to 1; with a null module, its share is the last column, "(null)"). A
+    method with one weight vector for the whole network has one row, named "*". The leaderboard draws it as
+    a heatmap, averaged over seeds."""
 
     model_config = ConfigDict(extra="forbid")
 
     upstream: list[str]
     matrices: list[str]
     weights: list[list[float]]
+    scale: float | None = None  # a learned gain on the whole composed update, applied on top of `weights`
 
     @model_validator(mode="after")
     def _shape(self) -> "Composition":

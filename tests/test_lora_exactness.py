@@ -30,6 +30,15 @@ def reference_delta(adapters, weights, target):
                for w, ad in zip(weights, adapters))
 
 
+def randomize_logits(layers, seed: int) -> torch.Generator:
+    """Random composition logits on every layer (so the weights are not uniform); the generator goes on."""
+    g = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for layer in layers.values():
+            layer.comp_logits.copy_(torch.randn(layer.comp_logits.shape, generator=g))
+    return g
+
+
 def test_compose_delta_matches_loop_to_1e6():
     g = torch.Generator().manual_seed(0)
     s, n, r, out, inp = 3, 7, 4, 10, 12
@@ -52,10 +61,7 @@ def test_learned_layer_weight_is_exact_weighted_sum(backbone, materialize, monke
     w0 = {t.module: bb.model.get_submodule(t.module).weight.detach().clone() for t in targets}
     layers = attach_composition(bb.model, targets, adapters)
     assert all((layer.comp_delta is not None) == materialize for layer in layers.values())
-    g = torch.Generator().manual_seed(1)
-    for layer in layers.values():
-        with torch.no_grad():
-            layer.comp_logits.copy_(torch.randn(layer.comp_logits.shape, generator=g))
+    randomize_logits(layers, seed=1)
     for t in targets:
         layer = layers[t.module]
         i = layer.targets.index(t)
@@ -214,3 +220,47 @@ def test_real_peft_adapter_loads_exactly(tmp_path):
     stacked = stack_adapters(bert.targets(), [ad])
     a_cat, b_cat, scales, r = stacked["encoder.layer.0.attention.self.key"]
     assert float(compose_delta(a_cat, b_cat, scales, r).abs().max()) == 0.0
+
+
+@pytest.mark.parametrize("materialize", [True, False], ids=["stacked-dW", "factors"])
+@pytest.mark.parametrize("backbone", ["tiny_vit", "efficientnet_lite0"])
+def test_null_module_and_global_gain_are_exact_on_delta(backbone, materialize, monkeypatch):
+    """W = W0 + g·Σₙ softmax(v)ₙ ΔWₙ over N modules + a null one (ΔW = 0, the softmax's last entry): the
+    weighted sum of the real modules, times the shared gain, exactly; a dominant null logit or g = 0 gives W0."""
+    if not materialize:
+        monkeypatch.setattr("lorabench.adapters.STACKED_DELTA_BUDGET_BYTES", 0)
+    bb = create_backbone(backbone)
+    targets = bb.targets()
+    adapters = [random_adapter(targets, rank=r, seed=i) for i, r in enumerate([4, 8, 4])]
+    w0 = {t.module: bb.model.get_submodule(t.module).weight.detach().clone() for t in targets}
+    gain = torch.nn.Parameter(torch.tensor(0.37))
+    layers = attach_composition(bb.model, targets, adapters, null=True, gain=gain)
+    g = randomize_logits(layers, seed=2)
+    assert all(layer.comp_logits.shape == (layer.n_blocks, len(adapters) + 1) for layer in layers.values())
+    for t in targets:
+        layer = layers[t.module]
+        i = layer.targets.index(t)
+        full = torch.softmax(layer.comp_logits[i].double(), -1)
+        assert torch.allclose(layer.composition_weights(with_null=True)[i].double(), full)
+        weights = full[:-1]  # the null module contributes ΔW = 0
+        assert weights.sum() < 1 - 1e-3  # the update shrank: these weights no longer sum to 1
+        got = layer.composed_delta().double()[t.rows[0]:t.rows[1]]
+        assert torch.allclose(got, 0.37 * reference_delta(adapters, weights, t), atol=1e-6), t.name
+    # the gain is one parameter shared by every layer, and gradients reach it and the null logits
+    assert {id(layer.comp_gain) for layer in layers.values()} == {id(gain)}
+    x = torch.randn(2, 3, bb.image_size, bb.image_size, generator=g)
+    out = bb.model(x)  # a random projection: the plain sum of a LayerNorm'd output has no gradient
+    (out @ torch.randn(out.shape[-1], generator=g)).sum().backward()
+    assert gain.grad is not None and gain.grad != 0
+    assert all(layer.comp_logits.grad[:, -1].abs().sum() > 0 for layer in layers.values())
+    with torch.no_grad():  # "less of everything": back to the bare backbone either way
+        for layer in layers.values():
+            layer.comp_logits[:, -1] = 60.0
+    assert all(layer.composed_delta().abs().max() < 1e-12 for layer in layers.values())
+    with torch.no_grad():
+        for layer in layers.values():
+            layer.comp_logits.zero_()
+        gain.zero_()
+    merge_all_(bb.model)
+    for t in targets[:6]:
+        assert torch.equal(layers[t.module].base.weight.detach(), w0[t.module]), t.name

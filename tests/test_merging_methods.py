@@ -24,7 +24,8 @@ from lorabench.results import read_result
 from lorabench.specs import RunConfig
 
 NEW_METHODS = ["task_arithmetic", "ties_merging", "dare", "lorahub", "best_single_upstream",
-               "learned_composition_global"]
+               "learned_composition_global", "learned_composition_null", "learned_composition_scaled",
+               "learned_composition"]
 
 
 def random_adapters(targets, n: int, rank: int = 4, seed: int = 0) -> list[LoraAdapter]:
@@ -217,8 +218,11 @@ def test_each_new_method_runs_on_digits_and_reports_parameter_counts(digits_reco
         assert rec is not None, f"{method} wrote no valid result"
         assert rec.n_support == 4 and rec.n_test == 106 and 0.0 <= rec.value <= 1.0
         assert rec.head_params == 1280 * 2 + 2
-        expected = 2 if method == "learned_composition_global" else 0  # N=2 shared weights; merges train none
-        assert rec.trainable_params == expected, method
+        # N = 2 shared weights; learned: N per adapted matrix, +1 with a null module, +1 gain; merges train none
+        matrices = len(rec.composition.matrices) if rec.composition else 0
+        expected = {"learned_composition_global": 2, "learned_composition": 2 * matrices,
+                    "learned_composition_null": 3 * matrices, "learned_composition_scaled": 2 * matrices + 1}
+        assert rec.trainable_params == expected.get(method, 0), method
         assert rec.extras["upstream"] == ["digits_01", "digits_23"]
 
 
@@ -235,3 +239,19 @@ def test_digits_runs_record_the_choices_made_on_the_support_set(digits_records):
     glob = digits_records["learned_composition_global"].composition
     assert glob.matrices == ["*"] and len(glob.weights[0]) == 2 and math.isclose(sum(glob.weights[0]), 1.0, abs_tol=1e-5)
     assert digits_records["dare"].extras["scaling"] == 0.5
+
+
+@pytest.mark.slow
+def test_composition_that_can_shrink_records_its_null_share_and_gain(digits_records):
+    """The null variant's weights have a "(null)" column and each row still sums to 1 with it; the scaled
+    variant records its learned gain, which left its init of 1; both start where the paper's method does
+    up to the null share (same head warm-up), so they are paired with learned_composition."""
+    null = digits_records["learned_composition_null"].composition
+    assert null.upstream == ["digits_01", "digits_23", "(null)"] and null.scale is None
+    assert all(abs(sum(row) - 1) < 1e-5 and len(row) == 3 for row in null.weights)
+    assert max(abs(row[2] - 1 / 3) for row in null.weights) > 1e-4  # the null share was learned, not left at 1/3
+    scaled = digits_records["learned_composition_scaled"].composition
+    assert scaled.upstream == ["digits_01", "digits_23"] and scaled.scale is not None and scaled.scale != 1.0
+    assert all(abs(sum(row) - 1) < 1e-5 for row in scaled.weights)
+    plain = digits_records["learned_composition"]
+    assert plain.composition.scale is None and plain.composition.matrices == null.matrices == scaled.matrices
