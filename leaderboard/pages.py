@@ -99,7 +99,8 @@ def provenance(records: list[ResultRecord]) -> Provenance:
     return Provenance(
         n_records=len(records),
         lorabench_versions=sorted({r.lorabench_version for r in records}),
-        git_commits=sorted({r.git_commit or "unknown (not run from a git checkout)" for r in records}),
+        git_commits=sorted({(r.git_commit or "unknown (not run from a git checkout)")
+                            + (" + uncommitted changes" if r.git_dirty else "") for r in records}),
         backbones=sorted({r.backbone for r in records}),
         devices=sorted({r.device for r in records}),
         torch_versions=sorted({r.versions.get("torch", "?") for r in records}),

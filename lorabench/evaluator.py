@@ -22,8 +22,8 @@ from lorabench.data import Examples, Split, load_examples, sample_support
 from lorabench.errors import ConfigError
 from lorabench.identity import PROTOCOL_VERSION, identify
 from lorabench.method import Method, MethodContext, require_fit
-from lorabench.provenance import (device_label, git_commit, peak_memory_mb, reproduce_command, reset_peak_memory,
-                                  versions)
+from lorabench.provenance import (device_label, git_commit, git_dirty, peak_memory_mb, reproduce_command,
+                                  reset_peak_memory, versions)
 from lorabench.seeding import Streams, derive_seed, seed_everything
 from lorabench.specs import Preprocessing, ResultRecord, RunConfig, TaskSpec, Timings
 from lorabench.task_registry import get_task
@@ -115,7 +115,7 @@ def run_cell(cfg: RunConfig, on_event: Callable[..., None] | None = None) -> Res
         value=acc,
         n_support=len(support), n_test=len(test), trainable_params=method.trainable_params(),
         head_params=method.head_params(), timings=timings, peak_memory_mb=round(peak_memory_mb(cfg.device), 1),
-        device=device_label(cfg.device), versions=versions(), git_commit=git_commit(),
+        device=device_label(cfg.device), versions=versions(), git_commit=git_commit(), git_dirty=git_dirty(),
         lorabench_version=lorabench.__version__,
         created_at=datetime.now(timezone.utc).isoformat(timespec="seconds"), command=reproduce_command(cfg),
         config={**cfg.model_dump(), "protocol_version": PROTOCOL_VERSION, "recipe": task.recipe.model_dump(mode="json"),

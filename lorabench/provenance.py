@@ -26,6 +26,17 @@ def git_commit() -> str | None:
         return None
 
 
+def git_dirty() -> bool | None:
+    """Whether tracked files differ from the commit (None outside a git checkout): a record run from an
+    edited tree must not claim to be that commit's. Asked per cell, since a tree can change during a grid."""
+    try:
+        out = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"],
+                             cwd=Path(lorabench.__file__).parent, capture_output=True, text=True, timeout=10)
+        return bool(out.stdout.strip()) if out.returncode == 0 else None
+    except (OSError, subprocess.SubprocessError):
+        return None
+
+
 def versions() -> dict[str, str]:
     out = {"python": platform.python_version(), "lorabench": lorabench.__version__}
     for pkg in ("torch", "timm", "transformers", "peft", "datasets", "numpy"):

@@ -313,6 +313,7 @@ class ResultRecord(BaseModel):
     device: str
     versions: dict[str, str]
     git_commit: str | None
+    git_dirty: bool | None = None  # tracked files differed from `git_commit` when the cell ran
     lorabench_version: str
     created_at: str
     command: str

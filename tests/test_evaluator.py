@@ -39,6 +39,7 @@ def test_same_seed_same_score_and_record_validates(quick_task, store):
         ResultRecord.model_validate(a.model_dump(mode="json"))
         assert a.n_support == 10 and a.n_test == 106 and a.head_params == 1280 * 2 + 2
         assert a.git_commit is None or len(a.git_commit) == 40
+        assert a.git_dirty is None if a.git_commit is None else isinstance(a.git_dirty, bool)
         assert "torch" in a.versions and a.command.startswith("lorabench run --method")
 
 

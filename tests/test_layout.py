@@ -142,3 +142,27 @@ def test_imports_follow_the_readme_module_map():
                 dep = t.split(".")[1] if t.startswith("lorabench.") else None
                 if dep in modules:
                     assert row_of[dep] <= row_of[name], f"{name}.py imports {dep}.py from a later layer"
+
+
+def test_git_dirty_says_whether_tracked_files_differ_from_the_commit(tmp_path, monkeypatch):
+    """A record run from an edited tree says so (`git_dirty`), instead of claiming to be the commit's."""
+    import subprocess
+
+    import lorabench
+    import lorabench.provenance as provenance
+
+    repo = tmp_path / "repo"
+    pkg = repo / "pkg"
+    pkg.mkdir(parents=True)
+    (pkg / "__init__.py").write_text("x = 1\n")
+    git = ["git", "-C", str(repo), "-c", "user.email=t@t", "-c", "user.name=t"]
+    subprocess.run([*git, "init", "-q"], check=True)
+    subprocess.run([*git, "add", "."], check=True)
+    subprocess.run([*git, "commit", "-qm", "c"], check=True)
+    monkeypatch.setattr(lorabench, "__file__", str(pkg / "__init__.py"))
+    assert provenance.git_dirty() is False
+    (pkg / "__init__.py").write_text("x = 2\n")
+    assert provenance.git_dirty() is True
+    monkeypatch.setattr(lorabench, "__file__", str(tmp_path / "nogit" / "__init__.py"))
+    (tmp_path / "nogit").mkdir()
+    assert provenance.git_dirty() is None
