@@ -28,6 +28,7 @@ from lorabench.seeding import Streams, derive_seed, seed_everything
 from lorabench.specs import Preprocessing, ResultRecord, RunConfig, TaskSpec, Timings
 from lorabench.task_registry import get_task
 from lorabench.upstream import ensure_upstream_adapters
+from lorabench.validation import check_backbone_fits
 
 _ENCODED: dict[str, Split] = {}
 
@@ -79,9 +80,7 @@ def run_cell(cfg: RunConfig, on_event: Callable[..., None] | None = None) -> Res
     train_ex = load_examples(task.downstream.train, cfg.data_dir)
     test_ex = load_examples(task.downstream.test, cfg.data_dir)
     backbone = create_backbone(cfg.backbone, cfg.device)  # the cell's one backbone: encodes, then the method's
-    if backbone.modality != task.modality:
-        raise ConfigError(f"Backbone {cfg.backbone!r} takes {backbone.modality} tasks; task {task.name!r} is "
-                          f"{task.modality}.")
+    check_backbone_fits(cfg.backbone, backbone.modality, task)
     per_class = task.modality != "multiple_choice"
     support_idx = sample_support(train_ex.labels, cfg.k, derive_seed(task.name, cfg.k, cfg.seed, "support"), per_class)
     support = encode_cached(backbone, train_ex, support_idx, task.preprocessing)

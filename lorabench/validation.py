@@ -236,6 +236,12 @@ class BackboneFacts:
     aliases: frozenset
 
 
+def check_backbone_fits(name: str, modality: str, task: TaskSpec) -> None:
+    """A backbone serves one task modality; the grid checks it before any work, a lone cell again."""
+    if modality != task.modality:
+        raise ConfigError(f"--backbone {name} takes {modality} tasks; task {task.name!r} is {task.modality}.")
+
+
 @lru_cache(maxsize=None)
 def backbone_facts(name: str) -> BackboneFacts:
     """What validation needs of a backbone, built once per process (a build loads its weights)."""
@@ -286,7 +292,4 @@ def check_grid(cells: list[RunConfig]) -> None:
                                       f"{len(bad)} matrices (first: {bad[0]}); retrain or replace it.")
         if (cfg.task, cfg.backbone) not in seen:
             seen.add((cfg.task, cfg.backbone))
-            modality = backbones[cfg.backbone].modality
-            if modality != task.modality:
-                raise ConfigError(f"--backbone {cfg.backbone} takes {modality} tasks; task {task.name!r} is "
-                                  f"{task.modality}.")
+            check_backbone_fits(cfg.backbone, backbones[cfg.backbone].modality, task)

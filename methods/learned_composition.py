@@ -44,7 +44,7 @@ class LearnedComposition(EndToEndMethod):
     def param_groups(self) -> list[dict]:
         groups = super().param_groups()
         if self.learn_gain:  # no weight decay on the gain: it would pull the update toward 0, a prior we do not want
-            groups[0]["params"] = groups[0]["params"][:-1]
+            groups[0]["params"] = groups[0]["params"][:-1]  # backbone_params() puts the gain last
             groups.insert(1, {"params": [self.gain], "lr": self.hp["lr"], "weight_decay": 0.0})
         return groups
 
