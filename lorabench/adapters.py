@@ -300,6 +300,18 @@ def attach_composition(model: nn.Module, targets: list[Target], adapters: list[L
     return layers
 
 
+def attach_routing(model: nn.Module, targets: list[Target], adapters: list[LoraAdapter], top_k: int,
+                   temperature: float, iters: int = 15, seed: int = 0) -> dict[str, AdaptedLayer]:
+    """Arrow routing over `adapters` on every targeted module (`AdaptedLayer.set_routing`): the factors are
+    stacked as for a composition but never multiplied out, since each token gets its own weights."""
+    layers = attach(model, targets)
+    device = next(model.parameters()).device
+    for mpath, (a_cat, b_cat, scales, r) in stack_adapters(targets, adapters).items():
+        layers[mpath].set_composition(a_cat.to(device), b_cat.to(device), scales.to(device), r, materialize=False)
+        layers[mpath].set_routing(top_k, temperature, iters, seed)
+    return layers
+
+
 def adapters_tag(adapters: list[LoraAdapter], kind: str) -> str:
     """Names composed weights for the feature cache: same adapters + same weighting = same features."""
     return f"{kind}:" + "|".join(a.source or a.name for a in adapters)

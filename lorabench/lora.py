@@ -19,6 +19,8 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+from lorabench.routing import arrow_coefficients, arrow_prototypes
+
 
 @dataclass(frozen=True)
 class TargetRule:
@@ -88,6 +90,8 @@ class AdaptedLayer(nn.Module):
     composition shrink, which softmax weights alone cannot: a *null module* (ΔW = 0) as an extra softmax
     entry, whose weight is the share of the update dropped; and a learned *gain* g (one scalar, shared by
     every layer of the network, init 1) on the composed update. Both stay exact on ΔWₙ = scaleₙ·Bₙ·Aₙ.
+    "route" (Arrow, `lorabench.routing`): y = W0x + Σₙ cₙ(x)·scaleₙ·Bₙ(Aₙx) with per-token weights c(x), from
+    the factors (input-dependent weights cannot be merged).
     """
 
     def __init__(self, base: nn.Module, targets: list[Target]):
@@ -177,10 +181,59 @@ class AdaptedLayer(nn.Module):
             return torch.einsum("sn,snoi->soi", coef, self.comp_delta).flatten(0, 1)
         return compose_delta(self.comp_A, self.comp_B, coef, self.comp_rank).flatten(0, 1)
 
+    # -- routing (Arrow) ----------------------------------------------------------------------------
+    @torch.no_grad()
+    def set_routing(self, top_k: int, temperature: float, iters: int = 15, seed: int = 0) -> None:
+        """Route each token over the composition's N modules (call `set_composition` first): per block, the
+        prototypes of the N raw products Bₙ·Aₙ, then top-k / softmax(|⟨p, x⟩| / T) weights per token. A 1×1
+        conv's tokens are its input pixels' channel vectors (PEFT's Arrow covers Linear layers only)."""
+        if self.mode != "compose":
+            raise ValueError("set_routing needs the modules' factors: call set_composition first")
+        if self.conv and tuple(self.base.padding) != (0, 0):
+            raise ValueError(f"{self.targets[0].module}: a padded 1x1 conv has output pixels without an input token")
+        n, r = self.comp_scale.shape[-1], self.comp_rank
+        a = self.comp_A.unflatten(1, (n, r))  # [S, N, r, in]
+        b = self.comp_B.unflatten(2, (n, r)).transpose(1, 2)  # [S, N, out, r]
+        self.register_buffer("route_protos", arrow_prototypes(a, b, iters, seed).to(self.comp_A.dtype),
+                             persistent=False)
+        # a buffer, not attributes, so the feature cache's digest of the weights sees top-k and T as well
+        self.register_buffer("route_config", torch.tensor([float(top_k), float(temperature)]), persistent=False)
+        self.route_totals: torch.Tensor | None = None  # Σ over tokens of c(x), [S, N], while `track_routing`
+        self.mode = "route"
+
+    def track_routing(self, on: bool = True) -> None:
+        """Start (from zero) or stop summing the routing weights of every token this layer sees."""
+        self.route_totals = torch.zeros(self.route_protos.shape[:2], device=self.route_protos.device) if on else None
+        self.route_tokens = 0
+
+    def routing_weights(self, tokens: torch.Tensor) -> torch.Tensor:
+        """c(x) for tokens [t, in]: [t, S, N]."""
+        return arrow_coefficients(tokens, self.route_protos, int(self.route_config[0]), float(self.route_config[1]))
+
+    def _routed_delta_out(self, x: torch.Tensor) -> torch.Tensor:
+        s, r, out = self.n_blocks, self.comp_rank, self.block_rows
+        n = self.comp_scale.shape[-1]
+        if self.conv:
+            stride = self.base.stride
+            x = x[:, :, ::stride[0], ::stride[1]] if stride != (1, 1) else x
+            x = x.movedim(1, -1)  # [B, H, W, C]: one token per pixel
+        lead = x.shape[:-1]
+        tok = x.reshape(-1, self.in_features)
+        coef = self.routing_weights(tok)  # [t, S, N]
+        if self.route_totals is not None:
+            self.route_totals += coef.detach().sum(0).to(self.route_totals.dtype)
+            self.route_tokens += tok.shape[0]
+        z = F.linear(tok, self.comp_A.reshape(s * n * r, -1)).view(-1, s, n, r)
+        z = z * (coef * self.comp_scale.to(coef.dtype)).unsqueeze(-1)
+        y = torch.einsum("tsnr,sonr->tso", z, self.comp_B.view(s, out, n, r)).reshape(*lead, s * out)
+        return y.movedim(-1, 1) if self.conv else y
+
     @torch.no_grad()
     def merge_(self, delta: torch.Tensor | None = None) -> None:
         """Fold a delta (default: the current composition) into W0, then behave as a plain layer."""
         if delta is None:
+            if self.mode == "route":
+                raise ValueError(f"{self.targets[0].module}: routed weights depend on the input; nothing to merge")
             delta = self.composed_delta()
         w = self.base.weight
         w.add_(delta.reshape(w.shape).to(w.dtype))
@@ -192,6 +245,8 @@ class AdaptedLayer(nn.Module):
             return self.base(x)
         if self.mode == "lora":
             return self.base(x) + self._lora_delta_out(x)
+        if self.mode == "route":
+            return self.base(x) + self._routed_delta_out(x)
         weight = self.base.weight + self.composed_delta().reshape(self.base.weight.shape)
         if self.conv:
             b = self.base

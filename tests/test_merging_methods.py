@@ -25,7 +25,7 @@ from lorabench.specs import RunConfig
 
 NEW_METHODS = ["task_arithmetic", "ties_merging", "dare", "lorahub", "best_single_upstream",
                "learned_composition_global", "learned_composition_null", "learned_composition_scaled",
-               "learned_composition"]
+               "learned_composition", "arrow_routing"]
 
 
 def random_adapters(targets, n: int, rank: int = 4, seed: int = 0) -> list[LoraAdapter]:

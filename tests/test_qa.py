@@ -190,11 +190,16 @@ def test_k0_rows_are_the_bare_and_the_uniform_zero_shot(shared_data, tmp_path, m
         rec = run_cell(cfg)
         assert rec.n_support == 0 and abs(rec.n_test - 60) <= 4  # a stratified cap rounds per answer slot
         n_test.append(rec.n_test)
+        records[method] = rec
         return rec.value
 
     n_test: list[int] = []
+    records = {}
     bare = {m: score(m) for m in ("zero_shot", "classifier_tuning", "lora")}
     assert len(set(bare.values())) == 1, bare
     uniform, learned = score("uniform_composition"), score("learned_composition")
     assert abs(uniform - learned) <= 1 / n_test[0]
+    assert 0.0 <= score("arrow_routing") <= 1.0  # zero-shot routing: K = 0 is allowed
+    routed = records["arrow_routing"].composition  # every token of the test set was routed over the 2 modules
+    assert len(routed.upstream) == 2 and all(abs(sum(w) - 1) < 1e-4 for w in routed.weights)
     assert os.path.isdir(tmp_path / "cache" / "adapters" / "minilm")
