@@ -1,10 +1,11 @@
 """Speed of the composition engine against LoRA and the bare backbone (CPU, real backbones).
 
 Run: `pytest benchmarks/test_speed.py --benchmark-enable` (not part of the default test run).
-Measures, in one run: a `lora` training step, a `learned_composition` step at N = 3, 10, 20, and an
-evaluation pass with uniform composition against the bare backbone, for EfficientNet-Lite0 and
-MiniLM; the terminal summary prints the ratios. Adapter values do not change the cost, so the N
-upstream modules are random rank-16 adapters.
+Measures, in one run: a `lora` training step, a `learned_composition` step at N = 3, 20, 50, 100, 200, an
+evaluation pass with uniform composition against the bare backbone, and an Arrow-routed evaluation pass
+(per-token routing cannot be merged) at N = 3, 20, 50, for EfficientNet-Lite0 and MiniLM; the terminal
+summary prints the ratios and the memory the N modules take in the layers (stacked ΔW and factors).
+Adapter values do not change the cost, so the N upstream modules are random rank-16 adapters.
 """
 
 from __future__ import annotations
@@ -16,11 +17,11 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from lorabench.adapters import LoraAdapter, attach_composition
+from lorabench.adapters import LoraAdapter, attach_composition, attach_routing
 from lorabench.backbones import create_backbone
 from lorabench.lora import attach, merge_all_
 
-from conftest import TIMES
+from conftest import MEMORY, TIMES
 
 BATCH = 16
 IMAGE_SIZE = 128
@@ -60,6 +61,12 @@ def _train_step(bb, params):
     return step
 
 
+def _buffer_mb(layers) -> float:
+    """Memory the composition holds in the layers: stacked ΔW (when materialised) and the factors."""
+    return sum(b.numel() * b.element_size() for layer in layers.values()
+               for b in (getattr(layer, "comp_delta", None), layer.comp_A, layer.comp_B) if b is not None) / 2**20
+
+
 def _record(benchmark, key):
     if benchmark.stats is not None:
         TIMES[key] = (benchmark.stats.stats.min, benchmark.stats.stats.median)
@@ -79,13 +86,30 @@ def test_lora_step(benchmark, backbone):
     _record(benchmark, f"{backbone}-lora")
 
 
-@pytest.mark.parametrize("n", [3, 10, 20])
+N_GRID = [3, 20, 50, 100, 200]
+
+
+@pytest.mark.parametrize("n", N_GRID)
 @pytest.mark.parametrize("backbone", BACKBONES)
 def test_learned_composition_step(benchmark, backbone, n):
     bb = create_backbone(backbone)
     layers = attach_composition(bb.model, bb.targets(), _random_adapters(bb.targets(), n))
-    benchmark.pedantic(_train_step(bb, [l.comp_logits for l in layers.values()]), rounds=10, warmup_rounds=2)
+    MEMORY[f"{backbone}-learned{n}"] = _buffer_mb(layers)
+    benchmark.pedantic(_train_step(bb, [l.comp_logits for l in layers.values()]), rounds=5 if n > 20 else 10,
+                       warmup_rounds=1 if n > 20 else 2)
     _record(benchmark, f"{backbone}-learned{n}")
+
+
+@pytest.mark.parametrize("n", [3, 20, 50])
+@pytest.mark.parametrize("backbone", BACKBONES)
+def test_arrow_eval_pass(benchmark, backbone, n):
+    """Arrow routes every token, so its evaluation runs the N factors per layer instead of a merged weight."""
+    bb = create_backbone(backbone)
+    layers = attach_routing(bb.model, bb.targets(), _random_adapters(bb.targets(), n), top_k=3, temperature=1.0)
+    MEMORY[f"{backbone}-arrow{n}"] = _buffer_mb(layers)
+    batch = _inputs(bb)
+    benchmark.pedantic(torch.no_grad()(lambda: bb.features(batch)), rounds=5, warmup_rounds=1)
+    _record(benchmark, f"{backbone}-arrow{n}")
 
 
 @pytest.mark.parametrize("backbone", BACKBONES)

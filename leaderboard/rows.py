@@ -51,6 +51,7 @@ class Heatmap(BaseModel):
     upstream: list[str]
     matrices: list[str]
     weights: list[list[float]]  # [matrices][upstream]
+    routed: bool = False  # per-token routing (extras["routing"]): the weights are means over test tokens
     svg: dict[str, Any] = {}
 
 
@@ -262,5 +263,6 @@ def _heatmaps(recs: list[ResultRecord]) -> list[Heatmap]:
         w = np.array(same).mean(0)
         if not matrices or not np.isfinite(w).all():
             continue
-        out.append(Heatmap(k=k, n_seeds=len(same), upstream=upstream, matrices=matrices, weights=w.tolist()))
+        out.append(Heatmap(k=k, n_seeds=len(same), upstream=upstream, matrices=matrices, weights=w.tolist(),
+                           routed=any("routing" in r.extras for r in recs if str(r.k) == k)))
     return out
