@@ -6,6 +6,7 @@ single-split datasets (PACS, digits) and K-shot support sets drawn from (task, K
 
 from __future__ import annotations
 
+import fnmatch
 import hashlib
 import os
 from dataclasses import dataclass, field
@@ -228,7 +229,12 @@ def _load_examples_cached(ref_json: str, data_dir: str | None) -> Examples:
         if ref.classes is not None:
             ids = []
             for c in ref.classes:
-                if isinstance(c, str):
+                if isinstance(c, str) and any(ch in c for ch in "*?["):  # a pattern: every matching name, in order
+                    hits = [i for i, n in enumerate(all_names) if fnmatch.fnmatchcase(n, c)]
+                    if not hits:
+                        raise ConfigError(f"Dataset {ref.name!r} has no class matching {c!r}; classes: {all_names}.")
+                    ids.extend(hits)
+                elif isinstance(c, str):
                     if c not in all_names:
                         raise ConfigError(f"Dataset {ref.name!r} has no class {c!r}; classes: {all_names}.")
                     ids.append(all_names.index(c))
@@ -236,6 +242,9 @@ def _load_examples_cached(ref_json: str, data_dir: str | None) -> Examples:
                     if not 0 <= c < len(all_names):
                         raise ConfigError(f"Dataset {ref.name!r} has classes 0..{len(all_names) - 1}, not {c}.")
                     ids.append(c)
+            twice = sorted({all_names[i] for i in ids if ids.count(i) > 1})
+            if twice:
+                raise ConfigError(f"Dataset {ref.name!r}: classes {ref.classes} select {twice} more than once.")
             remap = {old: new for new, old in enumerate(ids)}
             keep = np.flatnonzero(np.isin(labels, ids))
             ds = ds.select(keep)

@@ -51,7 +51,8 @@ class DatasetRef(_Strict):
         None, description="hub copy only: named converter to the local column layout (lorabench.data.HUB_FORMATS)"
     )
     builtin: bool = Field(False, description="data shipped inside an installed dependency")
-    classes: list[Union[int, str]] | None = Field(None, description="class subset, by id or name")
+    classes: list[Union[int, str]] | None = Field(
+        None, description="class subset, by id, name or name pattern (fnmatch, e.g. 'Greek/*')")
     label_column: str = "label"
     image_column: str = "image"
     holdout: Holdout | None = None

@@ -11,6 +11,11 @@ Task files are written by hand; these keep them short without a generator:
   over the file. An entry's top-level scalars are variables: `{var}` in any string of the task is
   replaced by its value (a string that is exactly "{var}" takes the value itself, int or float kept),
   and the variables that are not task fields are removed. The file registers only the expanded tasks.
+* `library: {pools: [...], order_seed: "...", size: N}` writes `upstream:` for a library of many small
+  modules: each pool is `{prefix, train, pairs: C}` (one module per class pair of C classes, named
+  `<prefix>_<a><b>`) or `{prefix, train, groups: {name: [classes...]}}` (one module per group); the modules
+  are put in one fixed order (a permutation seeded by `order_seed`) and the first `size` (default: all)
+  are the task's, so a sweep over `size` gives nested pools.
 * Top-level keys starting with `x-` are ignored: a place for YAML anchors that the file reuses
   (`x-train: &train {...}`, then `train: {<<: *train, classes: [0, 1]}`).
 
@@ -26,11 +31,13 @@ from functools import lru_cache
 from importlib import resources
 from pathlib import Path
 
+import numpy as np
 import yaml
 from pydantic import ValidationError
 
 from lorabench.errors import SpecError, UnknownNameError
 from lorabench.profiles import resolve
+from lorabench.seeding import derive_seed
 from lorabench.specs import TaskSpec
 
 PLACEHOLDER = re.compile(r"\{(\w+)\}")
@@ -101,7 +108,59 @@ def _with_includes(path: Path, chain: tuple[Path, ...] = ()) -> dict:
     return _merge(merged, raw)
 
 
+def _pool_modules(pool, where: str) -> list[dict]:
+    if not isinstance(pool, dict) or not {"prefix", "train"} <= set(pool) or len(set(pool) & {"pairs", "groups"}) != 1 \
+            or set(pool) - {"prefix", "train", "pairs", "groups"}:
+        raise SpecError(f"{where} must be a mapping of `prefix`, `train` and exactly one of `pairs` (a number of "
+                        f"classes) or `groups` (a mapping of module name to classes), got {pool!r}.")
+    prefix, train = pool["prefix"], pool["train"]
+    if not isinstance(prefix, str) or not isinstance(train, dict) or "classes" in train:
+        raise SpecError(f"{where}: `prefix` must be a string and `train` a dataset mapping without `classes` "
+                        f"(the pool sets them).")
+    if "pairs" in pool:
+        c = pool["pairs"]
+        if not isinstance(c, int) or isinstance(c, bool) or c < 2:
+            raise SpecError(f"{where}: pairs must be a number of classes of at least 2, got {c!r}.")
+        sep = "" if c <= 10 else "_"
+        return [{"name": f"{prefix}_{a}{sep}{b}", "train": {**train, "classes": [a, b]}}
+                for a in range(c) for b in range(a + 1, c)]
+    groups = pool["groups"]
+    if not isinstance(groups, dict) or not groups or not all(isinstance(v, list) and v for v in groups.values()):
+        raise SpecError(f"{where}: groups must map each module's name to a non-empty list of classes.")
+    return [{"name": f"{prefix}_{name}", "train": {**train, "classes": classes}} for name, classes in groups.items()]
+
+
+def _library(raw: dict, where: str) -> dict:
+    """`raw` with its `library:` written out as `upstream:` (see the module docstring)."""
+    if "library" not in raw:
+        return raw
+    raw = dict(raw)
+    lib = raw.pop("library")
+    if "upstream" in raw:
+        raise SpecError(f"{where} sets both `library` and `upstream`; a library writes the upstream list itself.")
+    if not isinstance(lib, dict) or "pools" not in lib or set(lib) - {"pools", "order_seed", "size"}:
+        raise SpecError(f"{where}: library must be a mapping with `pools` (a list) and optionally `order_seed` "
+                        f"(a string) and `size` (how many of the ordered modules to keep), got keys {sorted(lib)}.")
+    pools = lib["pools"]
+    if not isinstance(pools, list) or not pools:
+        raise SpecError(f"{where}: library.pools must be a non-empty list.")
+    modules = [m for i, pool in enumerate(pools, 1) for m in _pool_modules(pool, f"{where}, library pool {i}")]
+    names = [m["name"] for m in modules]
+    twice = sorted({n for n in names if names.count(n) > 1})
+    if twice:
+        raise SpecError(f"{where}: library modules {twice} are named twice; give the pools different prefixes.")
+    if "order_seed" in lib:
+        modules = [modules[i] for i in np.random.default_rng(derive_seed(lib["order_seed"])).permutation(len(modules))]
+    size = lib.get("size", len(modules))
+    if not isinstance(size, int) or isinstance(size, bool) or not 1 <= size <= len(modules):
+        raise SpecError(f"{where}: library.size must be a whole number from 1 to {len(modules)} (the pools' "
+                        f"modules), got {size!r}.")
+    raw["upstream"] = modules[:size]
+    return raw
+
+
 def _validate(raw: dict, where: str) -> TaskSpec:
+    raw = _library(raw, where)
     try:
         return TaskSpec.model_validate(raw)
     except ValidationError as exc:
