@@ -25,6 +25,7 @@ from lorabench.leaderboard.marks import ColumnMark, mark_columns
 from lorabench.leaderboard.rows import (Row, StaleRecord, build_rows, row_label, split_stale,
                                         stale_records)
 from lorabench.leaderboard.svg import accuracy_plot, diff_plot, draw_heatmaps
+from lorabench.leaderboard.sweeps import sweep_pages
 from lorabench.results import load_results, record_problem
 from lorabench.specs import ResultRecord, TaskSpec, k_order
 from lorabench.validation import check_writable
@@ -80,6 +81,8 @@ class TaskPage(BaseModel):
     provenance: Provenance
     upstream_checks: list[UpstreamCheck] = []
     stale: list[StaleRecord] = []
+    tags: dict[str, Any] = {}  # the sweep variables of its records (sweeps.py groups pages by them)
+    sweep_file: str = ""  # its sweep page, if it is part of one
 
 
 class SiteReport(BaseModel):
@@ -91,6 +94,7 @@ class SiteReport(BaseModel):
     bad_records: list[str] = []  # "<cell id> (config <hash>): why", for records left out for their values
     flags: int
     claims: Path | None = None  # claims.html
+    sweeps: list[Path] = []  # sweep-<family>-<variable>.html
     claim_totals: dict[str, int] = {}  # verdict -> task x K rows, over every claim
 
 
@@ -184,7 +188,7 @@ def task_page(name: str, records: list[ResultRecord], file: str, profile: str = 
         backbones=sorted({r.backbone for r in records}), metric=latest.metric, registered=spec is not None,
         spec=spec.model_dump(mode="json") if spec else None, ks=ks, seeds=seeds, rows=rows, best=best, marks=marks,
         plot=accuracy_plot(rows, ks), diff_plot=diff_plot(rows, ks), unrun_ks=unrun_ks, flags=flags,
-        provenance=provenance(records),
+        provenance=provenance(records), tags=latest.tags,
     )
 
 
@@ -244,18 +248,26 @@ def build_site(results_dir: str | Path, out_dir: str | Path, claims_files: list[
         file = f"task-{slug}.html"
         pages.append(task_page(t, recs, file, profile, stale[(t, profile)]) if recs else
                      _stale_only_page(t, profile, stale[(t, profile)], file))
+    sweeps = sweep_pages(pages)
+    taken_files = {p.file for p in pages}
+    for sw in sweeps:
+        if sw.file in taken_files:  # a task named like a sweep page: keep both
+            sw.file = f"sweep-{digest_json([sw.family, sw.variable], 10)}.html"
+        for point in sw.points:
+            next(p for p in pages if p.file == point.file).sweep_file = sw.file
     env = environment()
     meta = {"generated": datetime.now(timezone.utc).isoformat(timespec="seconds"), "version": lorabench.__version__,
             "results_dir": str(results_dir), "bad_files": [str(p) for p in bad], "bad_records": bad_records}
     claims_report = evaluate_claims(claims, [r for (_, p), recs in by_task.items() if p == "full" for r in recs],
                                     {page.name: page.file for page in pages if page.profile == "full"})
     index, claims_path = out_dir / "index.html", out_dir / CLAIMS_PAGE
-    written = [out_dir / page.file for page in pages]
+    written = [out_dir / page.file for page in pages] + [out_dir / sw.file for sw in sweeps]
     _check_targets([index, claims_path, *written], out_dir)
     html = [env.get_template("task.html").render(page=page, pages=pages, meta=meta) for page in pages]
+    html += [env.get_template("sweep.html").render(sweep=sw, pages=pages, meta=meta) for sw in sweeps]
     html.append(render_claims_page(env, claims_report, pages, meta))
     html.append(env.get_template("index.html").render(pages=pages, meta=meta, provenance=provenance(records),
-                                                      claims=claims_report))
+                                                      claims=claims_report, sweeps=sweeps))
     path = out_dir
     try:
         out_dir.mkdir(parents=True, exist_ok=True)
@@ -263,6 +275,7 @@ def build_site(results_dir: str | Path, out_dir: str | Path, claims_files: list[
             path.write_text(text, encoding="utf-8")
     except OSError as exc:
         raise ConfigError(f"--out {out_dir}: cannot write {path}: {exc.strerror or exc}.") from None
-    return SiteReport(out_dir=out_dir, index=index, pages=written, n_records=len(records), bad_files=bad,
+    return SiteReport(out_dir=out_dir, index=index, pages=written[:len(pages)], sweeps=written[len(pages):],
+                      n_records=len(records), bad_files=bad,
                       bad_records=bad_records, flags=sum(len(p.flags) for p in pages), claims=claims_path,
                       claim_totals=claims_report.totals)

@@ -15,7 +15,8 @@ Task files are written by hand; these keep them short without a generator:
   modules: each pool is `{prefix, train, pairs: C}` (one module per class pair of C classes, named
   `<prefix>_<a><b>`) or `{prefix, train, groups: {name: [classes...]}}` (one module per group); the modules
   are put in one fixed order (a permutation seeded by `order_seed`) and the first `size` (default: all)
-  are the task's, so a sweep over `size` gives nested pools.
+  are the task's, so a sweep over `size` gives nested pools. A file's `library` replaces an included
+  `upstream` list (and its `upstream` an included `library`).
 * Top-level keys starting with `x-` are ignored: a place for YAML anchors that the file reuses
   (`x-train: &train {...}`, then `train: {<<: *train, classes: [0, 1]}`).
 
@@ -105,6 +106,10 @@ def _with_includes(path: Path, chain: tuple[Path, ...] = ()) -> dict:
                             f"or base file instead.")
         base.pop("name", None)  # a task's name is its own file's, never inherited
         merged = _merge(merged, base)
+    # `library` and `upstream` are two ways to write one list: the including file's replaces the inherited one
+    for mine, theirs in (("library", "upstream"), ("upstream", "library")):
+        if mine in raw:
+            merged.pop(theirs, None)
     return _merge(merged, raw)
 
 

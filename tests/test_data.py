@@ -83,3 +83,26 @@ def test_missing_data_says_where_it_looked(tmp_path, monkeypatch):
         load_examples(ref, None)
     with pytest.raises(ConfigError, match="no class 'cat'"):
         load_examples(DatasetRef(name="sklearn_digits", split="all", builtin=True, classes=["cat"]))
+
+
+def test_class_patterns_select_whole_omniglot_alphabets(shared_data):
+    """The library suite's Omniglot modules: one fnmatch pattern per alphabet; the 8 partition the 242 characters."""
+    from lorabench.task_registry import get_task
+
+    groups = [u.train for u in get_task("library_sign_digits_n143").upstream if u.name.startswith("omniglot_")]
+    full = load_examples(DatasetRef(name="omniglot_small", split="train"), shared_data)
+    seen = []
+    for ref in groups:
+        ex = load_examples(ref.model_copy(update={"max_examples": None}), shared_data)
+        alphabet = ref.classes[0].removesuffix("/*")
+        assert ex.class_names == sorted(n for n in full.class_names if n.split("/")[0] == alphabet)
+        assert len(ex.labels) == 15 * len(ex.class_names)  # 15 drawers of each character in the train split
+        capped = load_examples(ref, shared_data)
+        assert len(capped.labels) == min(300, len(ex.labels)) and set(capped.labels) == set(range(len(ex.class_names)))
+        seen += ex.class_names
+    assert sorted(seen) == full.class_names and len(seen) == 242
+    with pytest.raises(ConfigError, match="no class matching 'Klingon/\\*'"):
+        load_examples(DatasetRef(name="omniglot_small", split="train", classes=["Klingon/*"]), shared_data)
+    with pytest.raises(ConfigError, match="more than once"):
+        load_examples(DatasetRef(name="omniglot_small", split="train", classes=["Greek/*", "Greek/character01"]),
+                      shared_data)

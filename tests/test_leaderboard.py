@@ -788,3 +788,61 @@ def test_the_committed_digits_records_bold_nothing_at_k1(tmp_path):
     assert "tied" in top.classes() and top.one("span", "tied-mark").text() == "tied"
     li = dom((tmp_path / "site" / "index.html").read_text()).one("tr", data_task="digits").one("li", data_k="1")
     assert "tied:" in li.text() and not li.find_all("span", "best-method")
+
+
+# --- sweep pages ---------------------------------------------------------------------------------
+
+
+def test_a_sweep_gets_a_page_plotting_each_method_against_the_swept_variable(tmp_path):
+    """library_sign_digits_n{1,3,10}: per K, accuracy against N with one line per method; the table under the plot
+    holds each (method, N) mean over seeds; the index and every member's page link to it; smoke records stay out."""
+    from lorabench.task_registry import get_task
+
+    values = {}
+    recs = {}
+    for n in (1, 3, 10):
+        task = f"library_sign_digits_n{n}"
+        tags = get_task(task).tags
+        for method in ("uniform_composition", "arrow_routing"):
+            for k in (1, 5):
+                for seed in (0, 1, 2):
+                    if method == "arrow_routing" and n == 10 and seed == 2:
+                        continue  # a missing seed: the table counts the seeds it has
+                    v = 0.3 + 0.01 * n + 0.05 * k + 0.002 * seed + (0.02 if method == "arrow_routing" else 0.0)
+                    values.setdefault((method, k, n), []).append(v)
+                    recs[f"{task}-{method}-{k}-{seed}"] = fake_record(task, v, k=k, seed=seed, method=method, tags=tags)
+    smoke = fake_record("library_sign_digits_n30", 0.99, tags=get_task("library_sign_digits_n30").tags, profile="smoke")
+    write_records(tmp_path / "results" / "library", {**recs, "smoke": smoke})
+    report = build_site(tmp_path / "results", tmp_path / "site")
+    assert [p.name for p in report.sweeps] == ["sweep-library_sign_digits-n_upstream.html"]
+    page = dom(report.sweeps[0].read_text())
+    assert "N (upstream modules composed)" in page.text()
+    panels = page.find_all("section", cls="sweep-panel")
+    assert [p.attrs["data-k"] for p in panels] == ["1", "5"]
+    for panel in panels:
+        k = int(panel.attrs["data-k"])
+        svg = panel.one("svg")
+        assert [t.text() for t in svg.find_all("text", cls="tick")][-3:] == ["1", "3", "10"]  # x: N, in order
+        assert len(svg.find_all("g", cls="series")) == 2 and len(svg.find_all("circle")) == 6
+        for row in panel.one("tbody").find_all("tr"):
+            method = row.attrs["data-method"]
+            cells = {td.attrs["data-value"]: td.text() for td in row.find_all("td")}
+            assert list(cells) == ["1", "3", "10"]
+            for n, text in cells.items():
+                mean, std = fmt(values[(method, k, int(n))])
+                assert text.startswith(f"{mean} ± {std}"), (method, k, n, text)
+                assert f"({len(values[(method, k, int(n))])})" in text
+    links = [a.attrs["href"] for a in page.one("p", cls="lead").find_all("a")]
+    assert links == [f"task-library_sign_digits_n{n}.html" for n in (1, 3, 10)]  # the smoke n30 is not a point
+    index = (tmp_path / "site" / "index.html").read_text()
+    assert 'href="sweep-library_sign_digits-n_upstream.html"' in index
+    member = dom((tmp_path / "site" / "task-library_sign_digits_n3.html").read_text())
+    assert member.one("p", cls="sweep-link").one("a").attrs["href"] == report.sweeps[0].name
+
+
+def test_a_family_with_one_swept_value_gets_no_sweep_page(tmp_path):
+    from lorabench.task_registry import get_task
+
+    task = "library_sign_digits_n3"
+    write_records(tmp_path / "results" / "x", {"a": fake_record(task, 0.5, tags=get_task(task).tags)})
+    assert build_site(tmp_path / "results", tmp_path / "site").sweeps == []

@@ -224,3 +224,33 @@ def test_tune_selects_one_configuration_per_task_on_data_no_support_set_uses(qui
                                     results_dir=str(res)), res)
     assert cells[0].hparams == sel["chosen"] and cells[1].hparams == {}
     assert load_results(res) == ([], [])  # the selection is not taken for a result record
+
+
+def test_the_library_suite_runs_on_the_smoke_profile(shared_data, tmp_path):
+    """library_sign_digits_n10 end to end from the command line: 10 small experts trained into a fresh store, then
+    uniform composition, Arrow routing and the best single module over them."""
+    import subprocess
+    import sys
+
+    from lorabench.results import load_results
+
+    res, cache = tmp_path / "r", tmp_path / "c"
+    out = subprocess.run([sys.executable, "-m", "lorabench.cli", "run", "-m",
+                          "uniform_composition,arrow_routing,best_single_upstream", "-t", "library_sign_digits_n10",
+                          "--k", "1", "--seeds", "0", "--profile", "smoke", "--data-dir", str(shared_data),
+                          "--results-dir", str(res), "--cache-dir", str(cache)], capture_output=True, text=True,
+                         timeout=900)
+    assert out.returncode == 0, out.stdout[-2000:] + out.stderr[-2000:]
+    recs, bad = load_results(res)
+    assert not bad and sorted(r.method for r in recs) == ["arrow_routing", "best_single_upstream", "uniform_composition"]
+    spec = get_task("library_sign_digits_n10", "smoke")
+    names = [u.name for u in spec.upstream]
+    assert len(list((cache / "adapters" / "efficientnet_lite0").glob("*-*/adapter_config.json"))) == 10
+    for rec in recs:
+        assert rec.profile == "smoke" and rec.tags == {"sweep": "n_upstream", "n_upstream": 10}
+        assert rec.n_support == 10 and [q["name"] for q in rec.config["upstream_quality"]] == names
+        assert 0 <= rec.value <= 1
+    arrow = next(r for r in recs if r.method == "arrow_routing")
+    assert arrow.composition.upstream == names
+    best = next(r for r in recs if r.method == "best_single_upstream")
+    assert best.extras["chosen"] in names and len(best.extras["support_loss"]) == 10

@@ -291,3 +291,87 @@ def test_shipped_licences_and_citations_agree_across_tasks(monkeypatch):
             licences.setdefault(name, set()).add(text)
     assert {n: t for n, t in licences.items() if len(t) > 1} == {}
     _clear()
+
+
+# --- library ---------------------------------------------------------------------------------------
+
+LIBRARY = """\
+include: _quick.yaml
+tags: {sweep: n_upstream, n_upstream: "{n}"}
+library:
+  order_seed: "lib:test"
+  size: "{n}"
+  pools:
+    - {prefix: d, pairs: 4, train: {name: sklearn_digits, split: all, builtin: true, max_examples: 50}}
+    - prefix: g
+      train: {name: sklearn_digits, split: all, builtin: true}
+      groups: {low: [0, 1, 2], high: [7, 8, 9]}
+sweep:
+  name: "lib_n{n}"
+  over: [{n: 1}, {n: 3}, {n: 8}]
+"""
+
+
+def test_library_writes_pair_and_group_modules_in_one_nested_seeded_order(folder):
+    _write(folder, "lib_sweep.yaml", LIBRARY)
+    tasks = all_tasks()
+    n1, n3, n8 = (tasks[f"lib_n{n}"] for n in (1, 3, 8))
+    names = [u.name for u in n8.upstream]
+    # 4 classes give 6 pairs, plus 2 groups; each module is a class subset of the pool's dataset
+    assert sorted(names) == ["d_01", "d_02", "d_03", "d_12", "d_13", "d_23", "g_high", "g_low"]
+    by_name = {u.name: u.train for u in n8.upstream}
+    assert by_name["d_13"].classes == [1, 3] and by_name["d_13"].max_examples == 50
+    assert by_name["g_high"].classes == [7, 8, 9] and by_name["g_high"].max_examples is None
+    # nested: the task with N modules holds the first N of the one fixed order
+    assert [u.name for u in n3.upstream] == names[:3] and [u.name for u in n1.upstream] == names[:1]
+    assert n3.tags == {"sweep": "n_upstream", "n_upstream": 3}
+    assert names != sorted(names, key=lambda n: (n[0] != "d", n))  # the order is a permutation, not the pools'
+    _clear()
+    assert [u.name for u in all_tasks()["lib_n8"].upstream] == names  # and it is the same every time
+
+
+@pytest.mark.parametrize("change, message", [
+    (("size: \"{n}\"", "size: 9"), "library.size must be a whole number from 1 to 8"),
+    (("pairs: 4,", "pairs: 1,"), "pairs must be a number of classes of at least 2"),
+    (("{prefix: d, pairs: 4,", "{prefix: d, pairs: 4, groups: {a: [0]},"), "exactly one of `pairs`"),
+    (("prefix: g\n", "prefix: d\n      groups: {\"01\": [0, 1]}\n"), "named twice"),
+    (("order_seed: \"lib:test\"", "order_seed: 1\n  shuffle: true"), "library must be a mapping with `pools`"),
+    (("split: all, builtin: true, max_examples: 50}", "split: all, builtin: true, classes: [0, 1]}"),
+     "without `classes`"),
+])
+def test_a_malformed_library_names_the_file_and_what_is_allowed(folder, change, message):
+    text = LIBRARY.replace(*change)
+    if "named twice" in message:
+        text = LIBRARY.replace("    - prefix: g\n      train: {name: sklearn_digits, split: all, builtin: true}\n"
+                               "      groups: {low: [0, 1, 2], high: [7, 8, 9]}\n",
+                               "    - prefix: d\n      train: {name: sklearn_digits, split: all, builtin: true}\n"
+                               "      groups: {\"01\": [0, 1]}\n")
+    assert text != LIBRARY
+    path = _write(folder, "lib_sweep.yaml", text)
+    with pytest.raises(SpecError, match=re.escape(message)) as err:
+        load_task_specs(path)
+    assert str(path) in str(err.value)
+
+
+def test_a_library_and_an_upstream_list_are_exclusive(folder):
+    text = LIBRARY.replace("library:", "upstream: [{name: u, train: {name: sklearn_digits, split: all, builtin: true}}]"
+                           "\nlibrary:")
+    with pytest.raises(SpecError, match="both `library` and `upstream`"):
+        load_task_specs(_write(folder, "lib_sweep.yaml", text))
+
+
+def test_the_shipped_library_suite_holds_143_experts_nested_and_held_out_from_the_downstream():
+    sizes = [1, 3, 10, 30, 100, 143]
+    specs = [get_task(f"library_sign_digits_n{n}") for n in sizes]
+    full = [u.name for u in specs[-1].upstream]
+    assert len(full) == len(set(full)) == 143
+    for n, spec in zip(sizes, specs):
+        assert [u.name for u in spec.upstream] == full[:n] and spec.tags["n_upstream"] == n
+        assert spec.preprocessing.image_size == 224 and spec.upstream_training.epochs == 1  # the stated budget
+        assert spec.k_grid == [1, 5] and spec.seeds == [0, 1, 2]
+    counts = {p: sum(n.startswith(p + "_") for n in full) for p in ("cifar10", "fmnist", "mnist5k", "omniglot")}
+    assert counts == {"cifar10": 45, "fmnist": 45, "mnist5k": 45, "omniglot": 8}
+    pools = {u.train.name for u in specs[-1].upstream}
+    assert specs[-1].downstream.train.name == specs[-1].downstream.test.name == "sign_digits" not in pools
+    caps = {u.train.max_examples for u in specs[-1].upstream}
+    assert caps == {200, 300}  # a few hundred images per expert
