@@ -249,12 +249,12 @@ def build_site(results_dir: str | Path, out_dir: str | Path, claims_files: list[
         pages.append(task_page(t, recs, file, profile, stale[(t, profile)]) if recs else
                      _stale_only_page(t, profile, stale[(t, profile)], file))
     sweeps = sweep_pages(pages)
-    taken_files = {p.file for p in pages}
+    by_file = {p.file: p for p in pages}
+    taken_sweeps: set[str] = set()  # "sweep-" files never meet "task-" ones, so a name space of their own
     for sw in sweeps:
-        if sw.file in taken_files:  # a task named like a sweep page: keep both
-            sw.file = f"sweep-{digest_json([sw.family, sw.variable], 10)}.html"
+        sw.file = f"sweep-{_slug(f'{sw.family}-{sw.variable}', taken_sweeps)}.html"
         for point in sw.points:
-            next(p for p in pages if p.file == point.file).sweep_file = sw.file
+            by_file[point.file].sweep_file = sw.file
     env = environment()
     meta = {"generated": datetime.now(timezone.utc).isoformat(timespec="seconds"), "version": lorabench.__version__,
             "results_dir": str(results_dir), "bad_files": [str(p) for p in bad], "bad_records": bad_records}

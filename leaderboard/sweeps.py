@@ -39,9 +39,9 @@ class SweepPage(BaseModel):
     family: str
     variable: str
     axis_label: str
-    file: str
     points: list[SweepPoint]
     panels: list[SweepPanel]
+    file: str = ""  # set by pages.build_site, which names every page of the site
 
 
 def _value_key(v: str) -> tuple[int, float | str]:
@@ -52,7 +52,7 @@ def _value_key(v: str) -> tuple[int, float | str]:
 
 
 def _sweep_tag(page) -> tuple[str, str] | None:
-    tags = page.tags or {}
+    tags = page.tags
     variable = tags.get("sweep")
     if not isinstance(variable, str) or variable not in tags:
         return None
@@ -86,9 +86,7 @@ def sweep_pages(pages: list) -> list[SweepPage]:
             rows = [r.model_copy(update={"cells": {v: r.cells.get(v, Cell(k=v)) for v in values}})
                     for r in by_label.values()]
             panels.append(SweepPanel(k=k, rows=rows, plot=accuracy_plot(rows, values)))
-        slug = re.sub(r"[^A-Za-z0-9_.-]+", "-", f"{family}-{variable}")[:80]
         out.append(SweepPage(family=family, variable=variable, axis_label=AXIS_LABELS.get(variable, variable),
-                             file=f"sweep-{slug}.html",
                              points=[SweepPoint(value=v, task=p.name, file=p.file) for v, p in members],
                              panels=panels))
     return out
