@@ -29,6 +29,17 @@ CONFIG_FILE = "adapter_config.json"
 WEIGHTS_FILE = "adapter_model.safetensors"
 # Materialised ΔWₙ (N x every adapted matrix, fp32) may use at most this many bytes; beyond, keep factors.
 STACKED_DELTA_BUDGET_BYTES = 4 * 2**30
+# Sustained fp32 flops per byte read from memory (machine balance). Per module and weight entry, a composed
+# step costs 4r flops from the factors (build ΔW, then its gradient) or 8 bytes from the stacked ΔW (read once
+# each way), so the stack pays off when r >= 2 x balance. CPU, measured on the 2-core development machine:
+# 75 GFLOP/s per thread in the factored product, 21-25 GB/s streaming a 2 GB stack whatever the thread count,
+# so 3 flops/byte per thread. CUDA: an H200's data sheet (67 TFLOP/s fp32, 4.8 TB/s), not measured here.
+CPU_BALANCE_PER_THREAD = 3.0
+CUDA_BALANCE = 14.0
+
+
+def machine_balance(device_type: str) -> float:
+    return CUDA_BALANCE if device_type == "cuda" else CPU_BALANCE_PER_THREAD * torch.get_num_threads()
 _KEY = re.compile(r"^(?:base_model\.model\.)?(?P<mod>.+?)\.lora_(?P<ab>[AB])(?:\.[A-Za-z0-9_]+)?\.weight$")
 
 
@@ -292,12 +303,32 @@ def attach_composition(model: nn.Module, targets: list[Target], adapters: list[L
     modules, and the null module with `null`); `gain` is one learned scale shared by every layer."""
     layers = attach(model, targets)
     device = next(model.parameters()).device
-    stacked_bytes = 4 * len(adapters) * sum(t.in_features * t.out_features for t in targets)
-    materialize = stacked_bytes <= STACKED_DELTA_BUDGET_BYTES
-    for mpath, (a_cat, b_cat, scales, r) in stack_adapters(targets, adapters).items():
+    stacked = stack_adapters(targets, adapters)
+    sizes = {m: a_cat.shape[0] * a_cat.shape[2] * b_cat.shape[1] for m, (a_cat, b_cat, _, _) in stacked.items()}
+    keep = stacked_layers(sizes, len(adapters), max(ad.rank for ad in adapters), device.type)
+    for mpath, (a_cat, b_cat, scales, r) in stacked.items():
         layers[mpath].set_composition(a_cat.to(device), b_cat.to(device), scales.to(device), r, shared_logits,
-                                      materialize=materialize, null=null, gain=gain)
+                                      materialize=mpath in keep, null=null, gain=gain)
     return layers
+
+
+def stacked_layers(sizes: dict[str, int], n: int, rank: int, device_type: str,
+                   budget: int | None = None) -> set[str]:
+    """The layers that keep their N products ΔWₙ stacked; the others compose from the factors. Both paths are
+    exact; the choice is speed. Per weight entry the stack costs 8 bytes of memory traffic a step and the
+    factors 4r flops, the same for every layer, so at the device's balance either every layer prefers the
+    stack or none does; those that do get it smallest first (small products gain least from a GEMM) while
+    the stacks fit `budget` bytes (default `STACKED_DELTA_BUDGET_BYTES`), and the rest use the factors."""
+    budget = STACKED_DELTA_BUDGET_BYTES if budget is None else budget
+    if rank < 2 * machine_balance(device_type):
+        return set()
+    keep, used = set(), 0
+    for mpath, size in sorted(sizes.items(), key=lambda kv: (kv[1], kv[0])):
+        if used + 4 * n * size > budget:
+            break
+        keep.add(mpath)
+        used += 4 * n * size
+    return keep
 
 
 def attach_routing(model: nn.Module, targets: list[Target], adapters: list[LoraAdapter], top_k: int,

@@ -24,7 +24,7 @@ import torch.nn.functional as F
 from lorabench.data import Examples, Split
 from lorabench.errors import BackboneUnavailableError, LorabenchError
 from lorabench.hashing import digest_bytes
-from lorabench.lora import Target, TargetRule, find_targets
+from lorabench.lora import Target, TargetRule, compose_once, find_targets
 from lorabench.registry import Registry
 from lorabench.specs import MODALITIES, Preprocessing
 
@@ -131,8 +131,9 @@ class Backbone:
         if self.kind == "seq2seq":
             return self._choice_loglik(batch).unsqueeze(-1)
         n, c, lc = batch["c_ids"].shape
-        e_q = _embed(self.model, batch["q_ids"], batch["q_mask"])
-        e_c = _embed(self.model, batch["c_ids"].view(n * c, lc), batch["c_mask"].view(n * c, lc))
+        with compose_once(self.model):  # two encoder passes, one composed weight per layer
+            e_q = _embed(self.model, batch["q_ids"], batch["q_mask"])
+            e_c = _embed(self.model, batch["c_ids"].view(n * c, lc), batch["c_mask"].view(n * c, lc))
         return F.normalize(e_q, dim=-1).unsqueeze(1) * F.normalize(e_c, dim=-1).view(n, c, -1)
 
     def _choice_loglik(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:

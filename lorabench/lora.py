@@ -4,15 +4,17 @@ An *adapted matrix* (a `Target`) is a whole Linear / 1x1-Conv weight, or one row
 weight (timm ViT's `qkv` is split into q, k and v, each with its own (A, B) pair, as in the paper).
 Every delta is ΔW = scale·B·A. Composition never mixes A's and B's separately. Since the modules are
 frozen, each BₙAₙ is materialised once and Σₙ wₙ·scaleₙ·(BₙAₙ) is one einsum per layer per forward
-(N·out·in flops); past a memory budget the factors are kept instead and the same sum is
-(B_cat · diag(w⊗1ᵣ·scale)) · A_cat (r times the flops, a fraction of the memory). Never a Python
-loop over modules.
+(N·out·in flops, memory-bound); or the factors are kept and the same sum is (B_cat · diag(w⊗1ᵣ·scale)) · A_cat
+(r times the flops, a fraction of the memory): `adapters.stacked_layers` picks per layer, by the device's
+flops per byte and a memory budget. Never a Python loop over modules, except Arrow's top-k dispatch at
+large N, where each module runs on its own tokens.
 """
 
 from __future__ import annotations
 
 import math
 import re
+from contextlib import contextmanager
 from dataclasses import dataclass
 
 import torch
@@ -82,6 +84,11 @@ def compose_delta(a_cat: torch.Tensor, b_cat: torch.Tensor, coef: torch.Tensor, 
     return torch.bmm(b_cat * coef_r.unsqueeze(1), a_cat)
 
 
+# Routed layers run every module densely up to this many times the top-k (one GEMM, no Python loop), and
+# dispatch each token to its top-k modules only beyond it.
+ROUTE_DENSE_MAX_RATIO = 4
+
+
 class AdaptedLayer(nn.Module):
     """Wraps one Linear / 1x1 Conv; adds LoRA (trainable) or a composition of N frozen modules.
 
@@ -106,6 +113,7 @@ class AdaptedLayer(nn.Module):
         if covered != self.base.weight.shape[0]:
             raise ValueError(f"{self.targets[0].module}: targets cover {covered} rows of {self.base.weight.shape[0]}")
         self.mode = "base"
+        self.reuse: dict[str, torch.Tensor] | None = None  # set by `compose_once`
 
     # -- LoRA ---------------------------------------------------------------------------------
     def enable_lora(self, rank: int, alpha: float) -> None:
@@ -211,22 +219,60 @@ class AdaptedLayer(nn.Module):
         return arrow_coefficients(tokens, self.route_protos, int(self.route_config[0]), float(self.route_config[1]))
 
     def _routed_delta_out(self, x: torch.Tensor) -> torch.Tensor:
-        s, r, out = self.n_blocks, self.comp_rank, self.block_rows
-        n = self.comp_scale.shape[-1]
         if self.conv:
             stride = self.base.stride
             x = x[:, :, ::stride[0], ::stride[1]] if stride != (1, 1) else x
             x = x.movedim(1, -1)  # [B, H, W, C]: one token per pixel
         lead = x.shape[:-1]
         tok = x.reshape(-1, self.in_features)
+        n, k = self.comp_scale.shape[-1], min(int(self.route_config[0]), self.comp_scale.shape[-1])
+        y = self._dispatched(tok) if n > ROUTE_DENSE_MAX_RATIO * k else self._dense_routed(tok)
+        y = y.reshape(*lead, self.n_blocks * self.block_rows)
+        return y.movedim(-1, 1) if self.conv else y
+
+    def _dense_routed(self, tok: torch.Tensor) -> torch.Tensor:
+        """Every module on every token, weighted by c(x) (zeros included): one GEMM each way."""
+        s, r, out, n = self.n_blocks, self.comp_rank, self.block_rows, self.comp_scale.shape[-1]
         coef = self.routing_weights(tok)  # [t, S, N]
         if self.route_totals is not None:
             self.route_totals += coef.detach().sum(0).to(self.route_totals.dtype)
             self.route_tokens += tok.shape[0]
         z = F.linear(tok, self.comp_A.reshape(s * n * r, -1)).view(-1, s, n, r)
         z = z * (coef * self.comp_scale.to(coef.dtype)).unsqueeze(-1)
-        y = torch.einsum("tsnr,sonr->tso", z, self.comp_B.view(s, out, n, r)).reshape(*lead, s * out)
-        return y.movedim(-1, 1) if self.conv else y
+        return torch.einsum("tsnr,sonr->tso", z, self.comp_B.view(s, out, n, r))
+
+    def _dispatched(self, tok: torch.Tensor) -> torch.Tensor:
+        """Only each token's top-k modules, as a mixture of experts dispatches: the (token, module) pairs are
+        sorted by module, each module runs once on its own tokens, and the results are added back per token.
+        Same sum as `_dense_routed` without the N - k zero terms: k·r·(in + out) multiply-adds per token."""
+        s, r, out, n = self.n_blocks, self.comp_rank, self.block_rows, self.comp_scale.shape[-1]
+        k = min(int(self.route_config[0]), n)
+        sim = (tok @ self.route_protos.reshape(s * n, -1).to(tok.dtype).T).abs().view(-1, s, n)
+        top, idx = sim.topk(k, dim=-1)  # [t, S, k]
+        w = torch.softmax(top / float(self.route_config[1]), dim=-1)  # arrow_coefficients, kept sparse
+        if self.route_totals is not None:
+            for b in range(s):
+                self.route_totals[b].index_add_(0, idx[:, b].flatten(), w[:, b].flatten().to(self.route_totals.dtype))
+            self.route_tokens += tok.shape[0]
+        a = self.comp_A.view(s, n, r, -1)
+        bt = self.comp_B.view(s, out, n, r)
+        coef = w * self.comp_scale.to(w.dtype)[torch.arange(s, device=w.device).view(1, s, 1), idx]  # [t, S, k]
+        y = tok.new_zeros(tok.shape[0], s, out)
+        for b in range(s):
+            module = idx[:, b].flatten()  # [t·k]: the module of each (token, slot), token-major
+            order = torch.argsort(module, stable=True)
+            token = order // k
+            x_sorted, c_sorted = tok[token], coef[:, b].flatten()[order].unsqueeze(-1)
+            y_sorted = torch.empty(module.shape[0], out, dtype=tok.dtype, device=tok.device)
+            start = 0
+            for m, count in enumerate(torch.bincount(module, minlength=n).tolist()):
+                if count:
+                    end = start + count
+                    z = F.linear(x_sorted[start:end], a[b, m]) * c_sorted[start:end]  # weigh the r-vector
+                    torch.mm(z, bt[b, :, m].T, out=y_sorted[start:end])
+                    start = end
+            y[:, b].index_add_(0, token, y_sorted)
+        return y
 
     @torch.no_grad()
     def merge_(self, delta: torch.Tensor | None = None) -> None:
@@ -247,7 +293,12 @@ class AdaptedLayer(nn.Module):
             return self.base(x) + self._lora_delta_out(x)
         if self.mode == "route":
             return self.base(x) + self._routed_delta_out(x)
-        weight = self.base.weight + self.composed_delta().reshape(self.base.weight.shape)
+        if self.reuse is not None and "weight" in self.reuse:
+            weight = self.reuse["weight"]
+        else:
+            weight = self.base.weight + self.composed_delta().reshape(self.base.weight.shape)
+            if self.reuse is not None:
+                self.reuse["weight"] = weight
         if self.conv:
             b = self.base
             return F.conv2d(x, weight, b.bias, b.stride, b.padding, b.dilation, b.groups)
@@ -273,6 +324,21 @@ def attach(model: nn.Module, targets: list[Target]) -> dict[str, AdaptedLayer]:
 
 def adapted_layers(model: nn.Module) -> dict[str, AdaptedLayer]:
     return {n: m for n, m in model.named_modules() if isinstance(m, AdaptedLayer)}
+
+
+@contextmanager
+def compose_once(model: nn.Module):
+    """Within the block each composed layer builds W0 + ΔW once and reuses it. The text scorer runs the
+    encoder twice per batch (question, then choices), and building the weight is the part of a composed
+    step that grows with N; autograd adds both uses' gradients before the one backward through Σₙ."""
+    layers = [layer for layer in adapted_layers(model).values() if layer.mode == "compose"]
+    for layer in layers:
+        layer.reuse = {}
+    try:
+        yield
+    finally:
+        for layer in layers:
+            layer.reuse = None
 
 
 def merge_all_(model: nn.Module) -> None:

@@ -6,7 +6,8 @@ head, on frozen features of the routed backbone, as uniform composition does.
 
 Defaults are PEFT's (top_k = 3, router_temperature = 1, 15 power iterations) with a fixed prototype seed.
 The routing weights vary per token, so they cannot be merged: prediction runs the routed layers, costing
-N·r·(in + out) extra multiply-adds per token and layer. The record's composition weights are each module's
+N·r·(in + out) extra multiply-adds per token and layer, or k·r·(in + out) past 4k modules, where each token
+is dispatched to its top-k modules only (`lorabench.lora.ROUTE_DENSE_MAX_RATIO`). The record's composition weights are each module's
 mean routing weight over the test set's tokens (padding tokens included for text).
 """
 

@@ -62,11 +62,16 @@ def test_coefficients_by_hand():
     assert torch.allclose(c_all[0, 0], torch.softmax(torch.tensor([2.0, 1.0, 0.4]), -1))
 
 
+@pytest.mark.parametrize("dispatch", [False, True], ids=["dense", "dispatched"])
 @pytest.mark.parametrize("top_k, temperature", [(2, 0.7), (3, 1.0)])
-def test_routing_matches_peft_arrow_on_tiny_bert(tmp_path, top_k, temperature):
+def test_routing_matches_peft_arrow_on_tiny_bert(tmp_path, top_k, temperature, dispatch, monkeypatch):
     """PEFT's create_arrow_model over the same three adapters (saved by lorabench in the PEFT format): the same
-    prototypes, the same per-token routing weights in every routed layer, the same hidden states."""
+    prototypes, the same per-token routing weights in every routed layer, the same hidden states; dispatching
+    each token to its top-k modules only (what large N uses) gives the same hidden states."""
     from peft import ArrowConfig, create_arrow_model
+
+    if dispatch:
+        monkeypatch.setattr("lorabench.lora.ROUTE_DENSE_MAX_RATIO", 0)
 
     bb = create_backbone("tiny_bert")
     pristine = copy.deepcopy(bb.model).eval()
@@ -84,13 +89,15 @@ def test_routing_matches_peft_arrow_on_tiny_bert(tmp_path, top_k, temperature):
     g = torch.Generator().manual_seed(1)
     inputs = {"input_ids": torch.randint(0, bb.model.config.vocab_size, (2, 9), generator=g),
               "attention_mask": torch.ones(2, 9, dtype=torch.long)}
-    with torch.no_grad(), _Softmaxes(3) as ours:
+    with torch.no_grad(), _Softmaxes(top_k if dispatch else 3) as ours:
         mine = bb.model(**inputs).last_hidden_state
     with torch.no_grad(), _Softmaxes(3) as theirs:
         peft_out = peft_model(**inputs).last_hidden_state
     assert float((mine - pristine(**inputs).last_hidden_state).abs().max()) > 1e-3  # routing changes the function
     assert len(ours.seen) == len(theirs.seen) == len(targets)  # one router per adapted matrix, in the same order
     for c_ours, c_peft in zip(ours.seen, theirs.seen):
+        if dispatch:  # softmax over the top-k scores only: PEFT's nonzero weights, in descending order
+            c_peft = c_peft.reshape(-1, c_peft.shape[-1]).sort(-1, descending=True).values[:, :top_k]
         assert torch.allclose(c_ours.reshape(c_peft.shape), c_peft, atol=1e-5)
     if top_k < 3:
         assert all(int((c == 0).sum(-1).min()) == 3 - top_k for c in theirs.seen)
@@ -120,6 +127,35 @@ def test_routing_over_copies_of_one_module_is_that_module(backbone):
     x = torch.randn(2, 3, size, size, generator=torch.Generator().manual_seed(0))
     with torch.no_grad():
         assert torch.allclose(bb.model(x), merged(x), atol=1e-4, rtol=1e-4)
+
+
+@pytest.mark.parametrize("backbone", ["tiny_vit", "efficientnet_lite0", "tiny_bert"])
+def test_dispatching_top_k_modules_equals_the_dense_mixture(backbone, monkeypatch):
+    """Past ROUTE_DENSE_MAX_RATIO x top-k modules a routed layer runs only each token's top-k modules (sorted
+    by module, like a mixture of experts). Same features and the same routing totals as running all N."""
+    bb = create_backbone(backbone)
+    targets = bb.targets()
+    layers = attach_routing(bb.model, targets, [random_adapter(targets, 4, seed=s) for s in range(10)], 3, 0.8)
+    g = torch.Generator().manual_seed(0)
+    if bb.modality == "image":
+        batch = {"pixels": torch.randint(0, 256, (2, 3, bb.image_size, bb.image_size), generator=g)}
+    else:
+        batch = {"q_ids": torch.randint(5, 70, (3, 7), generator=g), "q_mask": torch.ones(3, 7, dtype=torch.long),
+                 "c_ids": torch.randint(5, 70, (3, 4, 5), generator=g), "c_mask": torch.ones(3, 4, 5, dtype=torch.long),
+                 "choice_mask": torch.ones(3, 4, dtype=torch.bool)}
+    out = {}
+    for ratio in (100, 0):  # all dense, then all dispatched (10 modules > 0 x 3)
+        monkeypatch.setattr("lorabench.lora.ROUTE_DENSE_MAX_RATIO", ratio)
+        for layer in layers.values():
+            layer.track_routing(True)
+        with torch.no_grad():
+            feats = bb.features(batch)
+        out[ratio] = feats, torch.cat([layer.route_totals.flatten() for layer in layers.values()])
+    scale = float(out[100][0].abs().max())
+    # float32 sums in another order, through up to 16 blocks (EfficientNet): 1e-5 to 2e-5 of the scale seen
+    assert float((out[0][0] - out[100][0]).abs().max()) <= 5e-5 * scale
+    assert torch.allclose(out[0][1], out[100][1], rtol=1e-5, atol=1e-4)
+    assert int((out[0][1] == 0).sum()) < out[0][1].numel()  # tokens did spread over the modules
 
 
 def test_routed_conv_is_the_per_pixel_mixture():

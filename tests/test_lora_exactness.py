@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import json
 
@@ -53,7 +54,9 @@ def test_compose_delta_matches_loop_to_1e6():
 @pytest.mark.parametrize("materialize", [True, False], ids=["stacked-dW", "factors"])
 @pytest.mark.parametrize("backbone", ["tiny_vit", "tiny_bert", "tiny_t5", "efficientnet_lite0"])
 def test_learned_layer_weight_is_exact_weighted_sum(backbone, materialize, monkeypatch):
-    if not materialize:
+    if materialize:  # these ranks (4, 8) would compose from the factors at this machine's balance
+        monkeypatch.setattr("lorabench.adapters.CPU_BALANCE_PER_THREAD", 0.0)
+    else:
         monkeypatch.setattr("lorabench.adapters.STACKED_DELTA_BUDGET_BYTES", 0)
     bb = create_backbone(backbone)
     targets = bb.targets()
@@ -227,7 +230,9 @@ def test_real_peft_adapter_loads_exactly(tmp_path):
 def test_null_module_and_global_gain_are_exact_on_delta(backbone, materialize, monkeypatch):
     """W = W0 + g·Σₙ softmax(v)ₙ ΔWₙ over N modules + a null one (ΔW = 0, the softmax's last entry): the
     weighted sum of the real modules, times the shared gain, exactly; a dominant null logit or g = 0 gives W0."""
-    if not materialize:
+    if materialize:  # these ranks (4, 8) would compose from the factors at this machine's balance
+        monkeypatch.setattr("lorabench.adapters.CPU_BALANCE_PER_THREAD", 0.0)
+    else:
         monkeypatch.setattr("lorabench.adapters.STACKED_DELTA_BUDGET_BYTES", 0)
     bb = create_backbone(backbone)
     targets = bb.targets()
@@ -264,3 +269,66 @@ def test_null_module_and_global_gain_are_exact_on_delta(backbone, materialize, m
     merge_all_(bb.model)
     for t in targets[:6]:
         assert torch.equal(layers[t.module].base.weight.detach(), w0[t.module]), t.name
+
+
+def test_both_paths_give_the_same_logit_gradients(monkeypatch):
+    """One training step's gradient on every composition logit is the same from the stacked ΔW and from the
+    factors (the paths differ in speed only)."""
+    grads = {}
+    for path in ("stack", "factors"):
+        monkeypatch.setattr("lorabench.adapters.CPU_BALANCE_PER_THREAD", 0.0 if path == "stack" else 1e9)
+        bb = create_backbone("tiny_vit")
+        targets = bb.targets()
+        layers = attach_composition(bb.model, targets, [random_adapter(targets, 4, seed=i) for i in range(3)])
+        assert all((layer.comp_delta is not None) == (path == "stack") for layer in layers.values())
+        randomize_logits(layers, seed=4)
+        x = torch.randint(0, 256, (2, 3, bb.image_size, bb.image_size), generator=torch.Generator().manual_seed(0))
+        bb.features({"pixels": x}).square().sum().backward()
+        grads[path] = torch.cat([layer.comp_logits.grad.flatten() for layer in layers.values()])
+    assert grads["stack"].abs().max() > 0
+    assert torch.allclose(grads["stack"], grads["factors"], rtol=1e-4, atol=1e-6)
+
+
+def test_stacked_layers_follow_the_machine_balance_and_the_budget(monkeypatch):
+    from lorabench.adapters import stacked_layers
+
+    sizes = {"big": 1000, "small": 10, "mid": 100}
+    monkeypatch.setattr(torch, "get_num_threads", lambda: 2)  # CPU balance 6 flops/byte: stack from rank 12
+    assert stacked_layers(sizes, n=4, rank=16, device_type="cpu", budget=10**9) == {"big", "small", "mid"}
+    assert stacked_layers(sizes, n=4, rank=8, device_type="cpu", budget=10**9) == set()
+    # smallest first while the stacks fit: 4 bytes x 4 modules x (10 + 100) = 1,760 bytes
+    assert stacked_layers(sizes, n=4, rank=16, device_type="cpu", budget=1760) == {"small", "mid"}
+    assert stacked_layers(sizes, n=4, rank=16, device_type="cpu", budget=1759) == {"small"}
+    assert stacked_layers(sizes, n=4, rank=16, device_type="cuda", budget=10**9) == set()  # balance 14
+    assert stacked_layers(sizes, n=4, rank=32, device_type="cuda", budget=10**9) == {"big", "small", "mid"}
+
+
+def test_the_text_scorer_composes_each_weight_once_per_batch(monkeypatch):
+    """Question and choices are two encoder passes; `compose_once` builds each layer's weight once and the
+    features and logit gradients equal those of composing twice."""
+    from lorabench.lora import AdaptedLayer, compose_once
+
+    out = {}
+    for reuse in (True, False):
+        bb = create_backbone("tiny_bert")
+        targets = bb.targets()
+        layers = attach_composition(bb.model, targets, [random_adapter(targets, 4, seed=i) for i in range(3)])
+        randomize_logits(layers, seed=5)
+        calls = []
+        real = AdaptedLayer.composed_delta
+        monkeypatch.setattr(AdaptedLayer, "composed_delta", lambda self, *a: calls.append(self) or real(self, *a))
+        if not reuse:
+            monkeypatch.setattr("lorabench.backbones.compose_once", lambda model: contextlib.nullcontext())
+        g = torch.Generator().manual_seed(0)
+        batch = {"q_ids": torch.randint(5, 70, (3, 7), generator=g), "q_mask": torch.ones(3, 7, dtype=torch.long),
+                 "c_ids": torch.randint(5, 70, (3, 4, 5), generator=g), "c_mask": torch.ones(3, 4, 5, dtype=torch.long),
+                 "choice_mask": torch.ones(3, 4, dtype=torch.bool)}
+        feats = bb.features(batch)
+        feats.sum().backward()
+        out[reuse] = feats.detach(), torch.cat([layer.comp_logits.grad.flatten() for layer in layers.values()])
+        assert len(calls) == len(layers) * (1 if reuse else 2)
+        assert all(layer.reuse is None for layer in layers.values())  # the block leaves no cached weight
+        monkeypatch.undo()
+    assert torch.allclose(out[True][0], out[False][0], atol=1e-6)
+    assert out[True][1].abs().max() > 0
+    assert torch.allclose(out[True][1], out[False][1], rtol=1e-4, atol=1e-7)
