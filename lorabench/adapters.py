@@ -29,6 +29,7 @@ CONFIG_FILE = "adapter_config.json"
 WEIGHTS_FILE = "adapter_model.safetensors"
 # Materialised ΔWₙ (N x every adapted matrix, fp32) may use at most this many bytes; beyond, keep factors.
 STACKED_DELTA_BUDGET_BYTES = 4 * 2**30
+_KEY = re.compile(r"^(?:base_model\.model\.)?(?P<mod>.+?)\.lora_(?P<ab>[AB])(?:\.[A-Za-z0-9_]+)?\.weight$")
 # Sustained fp32 flops per byte read from memory (machine balance). Per module and weight entry, a composed
 # step costs 4r flops from the factors (build ΔW, then its gradient) or 8 bytes from the stacked ΔW (read once
 # each way), so the stack pays off when r >= 2 x balance. CPU, measured on the 2-core development machine:
@@ -40,7 +41,6 @@ CUDA_BALANCE = 14.0
 
 def machine_balance(device_type: str) -> float:
     return CUDA_BALANCE if device_type == "cuda" else CPU_BALANCE_PER_THREAD * torch.get_num_threads()
-_KEY = re.compile(r"^(?:base_model\.model\.)?(?P<mod>.+?)\.lora_(?P<ab>[AB])(?:\.[A-Za-z0-9_]+)?\.weight$")
 
 
 @dataclass

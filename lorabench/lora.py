@@ -21,7 +21,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from lorabench.routing import arrow_coefficients, arrow_prototypes
+from lorabench.routing import arrow_coefficients, arrow_prototypes, arrow_top_k
 
 
 @dataclass(frozen=True)
@@ -247,9 +247,8 @@ class AdaptedLayer(nn.Module):
         Same sum as `_dense_routed` without the N - k zero terms: k·r·(in + out) multiply-adds per token."""
         s, r, out, n = self.n_blocks, self.comp_rank, self.block_rows, self.comp_scale.shape[-1]
         k = min(int(self.route_config[0]), n)
-        sim = (tok @ self.route_protos.reshape(s * n, -1).to(tok.dtype).T).abs().view(-1, s, n)
-        top, idx = sim.topk(k, dim=-1)  # [t, S, k]
-        w = torch.softmax(top / float(self.route_config[1]), dim=-1)  # arrow_coefficients, kept sparse
+        top, idx = arrow_top_k(tok, self.route_protos, k)  # [t, S, k]
+        w = torch.softmax(top / float(self.route_config[1]), dim=-1)  # arrow_coefficients' nonzero weights
         if self.route_totals is not None:
             for b in range(s):
                 self.route_totals[b].index_add_(0, idx[:, b].flatten(), w[:, b].flatten().to(self.route_totals.dtype))

@@ -28,12 +28,19 @@ def arrow_prototypes(a: torch.Tensor, b: torch.Tensor, iters: int = 15, seed: in
     return v
 
 
+def arrow_top_k(tokens: torch.Tensor, prototypes: torch.Tensor, top_k: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Each token's top-k modules per adapted matrix: tokens [t, in], prototypes [S, N, in] -> (scores
+    |⟨pₙ, x⟩|, module indices), both [t, S, k] (top-k capped at N)."""
+    s, n, _ = prototypes.shape
+    sim = (tokens @ prototypes.reshape(s * n, -1).to(tokens.dtype).T).abs().view(-1, s, n)
+    return sim.topk(min(int(top_k), n), dim=-1)
+
+
 def arrow_coefficients(tokens: torch.Tensor, prototypes: torch.Tensor, top_k: int,
                        temperature: float) -> torch.Tensor:
     """Routing weights per token and adapted matrix: tokens [t, in], prototypes [S, N, in] -> [t, S, N],
-    softmax(|⟨pₙ, x⟩| / T) over each token's top-k modules (top-k capped at N), exactly 0 elsewhere."""
-    s, n, _ = prototypes.shape
-    sim = (tokens @ prototypes.reshape(s * n, -1).to(tokens.dtype).T).abs().view(-1, s, n)
-    top, idx = sim.topk(min(int(top_k), n), dim=-1)
-    score = torch.full_like(sim, float("-inf")).scatter(-1, idx, top)
+    softmax(|⟨pₙ, x⟩| / T) over each token's top-k modules (`arrow_top_k`), exactly 0 elsewhere."""
+    top, idx = arrow_top_k(tokens, prototypes, top_k)
+    score = torch.full((*idx.shape[:2], prototypes.shape[1]), float("-inf"), dtype=top.dtype,
+                       device=top.device).scatter(-1, idx, top)
     return torch.softmax(score / temperature, dim=-1)
