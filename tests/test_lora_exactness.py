@@ -332,3 +332,21 @@ def test_the_text_scorer_composes_each_weight_once_per_batch(monkeypatch):
     assert torch.allclose(out[True][0], out[False][0], atol=1e-6)
     assert out[True][1].abs().max() > 0
     assert torch.allclose(out[True][1], out[False][1], rtol=1e-4, atol=1e-7)
+
+
+
+@pytest.mark.parametrize("e", [48, 12, 7])  # 8, 4 (12 = 4 x 3) and 1 column block (7 is prime)
+def test_stack_products_are_the_plain_matrix_products(e):
+    """The column-blocked batched GEMMs (both cores instead of MKL's one-core GEMV) give Σₙ wₙMₙ and ⟨Mₙ, g⟩,
+    and the composition's autograd function their exact gradient (float64 gradcheck)."""
+    from lorabench.lora import _StackedSum, stack_matvec, stack_vecmat
+
+    g = torch.Generator().manual_seed(e)
+    m = torch.randn(5, e, generator=g, dtype=torch.float64)
+    w, x = torch.randn(5, generator=g, dtype=torch.float64), torch.randn(e, generator=g, dtype=torch.float64)
+    assert torch.allclose(stack_vecmat(w, m), w @ m, atol=1e-12)
+    assert torch.allclose(stack_matvec(m, x), m @ x, atol=1e-12)
+    coef = torch.randn(2, 5, generator=g, dtype=torch.float64, requires_grad=True)
+    stack = torch.randn(2, 5, e, generator=g, dtype=torch.float64)
+    assert torch.allclose(_StackedSum.apply(coef, stack), torch.einsum("sn,sne->se", coef, stack), atol=1e-12)
+    assert torch.autograd.gradcheck(lambda c: _StackedSum.apply(c, stack), (coef,))
