@@ -334,7 +334,6 @@ def test_the_text_scorer_composes_each_weight_once_per_batch(monkeypatch):
     assert torch.allclose(out[True][1], out[False][1], rtol=1e-4, atol=1e-7)
 
 
-
 @pytest.mark.parametrize("e", [48, 12, 7])  # 8, 4 (12 = 4 x 3) and 1 column block (7 is prime)
 def test_stack_products_are_the_plain_matrix_products(e):
     """The column-blocked batched GEMMs (both cores instead of MKL's one-core GEMV) give Σₙ wₙMₙ and ⟨Mₙ, g⟩,
@@ -346,6 +345,8 @@ def test_stack_products_are_the_plain_matrix_products(e):
     w, x = torch.randn(5, generator=g, dtype=torch.float64), torch.randn(e, generator=g, dtype=torch.float64)
     assert torch.allclose(stack_vecmat(w, m), w @ m, atol=1e-12)
     assert torch.allclose(stack_matvec(m, x), m @ x, atol=1e-12)
+    strided = torch.randn(2 * e, generator=g, dtype=torch.float64)[::2]  # a gradient need not be contiguous
+    assert torch.allclose(stack_matvec(m, strided), m @ strided, atol=1e-12)
     coef = torch.randn(2, 5, generator=g, dtype=torch.float64, requires_grad=True)
     stack = torch.randn(2, 5, e, generator=g, dtype=torch.float64)
     assert torch.allclose(_StackedSum.apply(coef, stack), torch.einsum("sn,sne->se", coef, stack), atol=1e-12)
