@@ -167,9 +167,6 @@ class AdaptedLayer(nn.Module):
 
     def _lora_delta_out(self, x: torch.Tensor) -> torch.Tensor:
         s, r = self.n_blocks, self.rank
-        if self.conv:  # 1x1 convs are never fused here: one block
-            h = F.conv2d(x, self.lora_A[0][:, :, None, None], stride=self.base.stride)
-            return F.conv2d(h, self.lora_B[0][:, :, None, None]) * self.scale
         h = F.linear(x, self.lora_A.reshape(s * r, -1)).unflatten(-1, (s, r))
         return torch.einsum("...sr,sor->...so", h, self.lora_B).flatten(-2) * self.scale
 
@@ -325,6 +322,12 @@ class AdaptedLayer(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if self.mode == "base":
             return self.base(x)
+        if self.mode == "lora" and self.conv:
+            # One conv with W0 + scale·B·A: the factored path's extra activations, scaling and sum cost a 1x1
+            # conv more (they stream full-size maps) than the merged weight's extra gradient GEMM.
+            b = self.base
+            weight = b.weight + (self.scale * (self.lora_B[0] @ self.lora_A[0]))[:, :, None, None]
+            return F.conv2d(x, weight, b.bias, b.stride, b.padding, b.dilation, b.groups)
         if self.mode == "lora":
             return self.base(x) + self._lora_delta_out(x)
         if self.mode == "route":

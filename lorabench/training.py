@@ -20,6 +20,7 @@ from lorabench.backbones import Backbone
 from lorabench.data import Split
 from lorabench.errors import TrainingError
 from lorabench.hashing import digest_json, digest_module
+from lorabench.runtime import keep_freed_memory
 from lorabench.seeding import generator
 from lorabench.specs import step_budget
 from lorabench.views import random_views
@@ -55,6 +56,7 @@ def extract_features(backbone: Backbone, split: Split, cache: bool | str | None 
     [V, n, d] of V random views per example (view v of the whole split is drawn from (view_seed, v), so
     the views do not depend on who asks). Cached under a digest of the backbone's weights; a falsy
     `cache` disables caching (e.g. a weight search that tries many merges once each)."""
+    keep_freed_memory()
     aug = {k: hp[k] for k in ("crop_scale", "hflip")} if views else None
     key = None
     if cache:
@@ -123,6 +125,7 @@ def run_steps(groups: list[dict], hp: dict[str, Any], steps: int, batches: Itera
     """The one training loop of the protocol, for heads, end-to-end methods and upstream modules alike:
     `steps` AdamW steps (the recipe's weight decay) under the recipe's schedule, on `batches`; a loss
     that is not finite stops it with an error. Returns (pass, batch size, loss) per step."""
+    keep_freed_memory()
     opt = _optimizer(groups, hp["weight_decay"])
     sched = _schedule(opt, hp.get("schedule", "cosine"), max(steps, 1))
     out = []
