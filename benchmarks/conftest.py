@@ -18,6 +18,9 @@ RATIOS = [  # (label, numerator, denominator, target); targets: issue 15 asks <=
     ("{bb}: uniform-composition eval / bare-backbone eval", "{bb}-eval_uniform", "{bb}-eval_bare", 1.05),
     *[(f"{{bb}}: arrow_routing N={n} eval / bare-backbone eval", f"{{bb}}-arrow{n}", "{bb}-eval_bare", None)
       for n in N_STEPS],
+    ("{bb}: upstream LoRA step, factored 1x1 conv / merged", "{bb}-upstream_factored", "{bb}-upstream_merged", None),
+    ("{bb}: upstream LoRA step, default malloc / freed kept", "{bb}-upstream_default_malloc",
+     "{bb}-upstream_merged", None),
 ]
 
 

@@ -6,11 +6,14 @@ round by round), an evaluation pass with uniform composition against the bare ba
 evaluation pass (per-token routing cannot be merged) at the same N, for EfficientNet-Lite0 (training steps at 128 px, as
 issue 15 states its targets, and at the protocol's 224 px) and MiniLM; the terminal
 summary prints the ratios and the memory the N modules take in the layers (stacked ΔW and factors).
+Also an upstream LoRA step (EfficientNet-Lite0, 224 px, batch 32: the upstream recipe) as it runs, against the
+same step with the factored 1x1-conv LoRA it replaced and against it under glibc malloc's default thresholds.
 Adapter values do not change the cost, so the N upstream modules are random rank-16 adapters.
 """
 
 from __future__ import annotations
 
+import ctypes
 import statistics
 import time
 
@@ -20,7 +23,8 @@ import torch.nn.functional as F
 
 from lorabench.adapters import LoraAdapter, attach_composition, attach_routing
 from lorabench.backbones import create_backbone
-from lorabench.lora import attach, merge_all_
+from lorabench.lora import AdaptedLayer, attach, merge_all_
+from lorabench.runtime import keep_freed_memory, set_malloc_thresholds
 
 from conftest import MEMORY, PAIRED, TIMES
 
@@ -154,3 +158,54 @@ def test_eval_pass(benchmark, backbone):
     for name, ts in times.items():
         ts = ts[3:]  # drop the warm-up rounds
         TIMES[f"{backbone}-eval_{name}"] = (min(ts), statistics.median(ts))
+
+
+def _factored_forward(self, x):
+    """The 1x1-conv LoRA as it ran before 6b2d300: W0·x + scale·B·(A·x), three convs and a sum of full maps."""
+    if self.mode == "lora" and self.conv:
+        b = self.base
+        h = F.conv2d(x, self.lora_A[0][:, :, None, None], stride=b.stride)
+        return b(x) + F.conv2d(h, self.lora_B[0][:, :, None, None]) * self.scale
+    return _merged_forward(self, x)
+
+
+_merged_forward = AdaptedLayer.forward
+
+
+def test_upstream_lora_step(benchmark, monkeypatch):
+    """The upstream recipe's step (batch 32 at 224 px) as it runs (merged 1x1-conv LoRA, freed memory kept),
+    with the factored LoRA, and under the default malloc thresholds (blocks over 32 MiB mapped afresh), round
+    by round."""
+    bb = _backbone("efficientnet_lite0@224")
+    layers = attach(bb.model, bb.targets())
+    for layer in layers.values():
+        layer.enable_lora(16, 16.0)
+    g = torch.Generator().manual_seed(0)
+    batch = {"pixels": torch.randint(0, 256, (32, 3, 224, 224), dtype=torch.uint8, generator=g)}
+    labels = torch.randint(0, 2, (32,))
+    head = bb.make_head(2)
+    opt = torch.optim.AdamW([*(p for l in layers.values() for p in (l.lora_A, l.lora_B)), *head.parameters()], lr=1e-3)
+    keep_freed_memory()
+    variants = {"merged": (_merged_forward, True), "factored": (_factored_forward, True),
+                "default_malloc": (_merged_forward, False)}
+    times: dict[str, list[float]] = {name: [] for name in variants}
+
+    def rounds():
+        for name, (forward, tuned) in variants.items():
+            monkeypatch.setattr(AdaptedLayer, "forward", forward)
+            set_malloc_thresholds(*((1 << 30, (1 << 31) - 1) if tuned else (32 << 20, 128 << 10)))
+            if not tuned:  # hand back what the other variants left free, as the default does after each free
+                ctypes.CDLL("libc.so.6").malloc_trim(0)
+            t0 = time.perf_counter()
+            loss = F.cross_entropy(bb.logits(head, bb.features(batch), batch), labels)
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+            times[name].append(time.perf_counter() - t0)
+
+    try:
+        benchmark.pedantic(rounds, rounds=4, warmup_rounds=1)
+    finally:
+        set_malloc_thresholds(1 << 30, (1 << 31) - 1)
+    for name, ts in times.items():
+        TIMES[f"efficientnet_lite0@224-upstream_{name}"] = (min(ts[1:]), statistics.median(ts[1:]))

@@ -31,11 +31,17 @@ def keep_freed_memory() -> bool:
     _done = False
     if not sys.platform.startswith("linux") or os.environ.get(OPT_OUT_ENV, "1") == "0":
         return _done
+    _done = set_malloc_thresholds(_MMAP_THRESHOLD, _TRIM_THRESHOLD)
+    return _done
+
+
+def set_malloc_thresholds(mmap_threshold: int, trim_threshold: int) -> bool:
+    """glibc's M_MMAP_THRESHOLD and M_TRIM_THRESHOLD (bytes); False where there is no glibc mallopt.
+    (The speed benchmark also uses it to put back the default's behaviour, side by side.)"""
     try:
         libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
         mallopt = libc.mallopt
     except (OSError, AttributeError):  # musl and others: nothing to tune
-        return _done
+        return False
     mallopt.argtypes, mallopt.restype = [ctypes.c_int, ctypes.c_int], ctypes.c_int
-    _done = bool(mallopt(_M_MMAP_THRESHOLD, _MMAP_THRESHOLD)) and bool(mallopt(_M_TRIM_THRESHOLD, _TRIM_THRESHOLD))
-    return _done
+    return bool(mallopt(_M_MMAP_THRESHOLD, mmap_threshold)) and bool(mallopt(_M_TRIM_THRESHOLD, trim_threshold))

@@ -143,6 +143,31 @@ def test_conv_lora_forward_matches_definition():
     assert torch.allclose(layer(x), want, atol=1e-4)
 
 
+def test_conv_lora_gradients_are_the_factored_definitions():
+    """A 1x1 conv's LoRA runs as one conv with W0 + scale·B·A; its gradients for A, B and the input are those of
+    y = W0·x + scale·B·(A·x) (float64, so agreement is to rounding)."""
+    bb = create_backbone("efficientnet_lite0")
+    t = bb.targets()[3]
+    layer = attach(bb.model, [t])[t.module]
+    layer.enable_lora(rank=4, alpha=12.0)
+    layer.double()
+    g = torch.Generator().manual_seed(0)
+    with torch.no_grad():
+        layer.lora_A.copy_(torch.randn(layer.lora_A.shape, generator=g, dtype=torch.float64))
+        layer.lora_B.copy_(torch.randn(layer.lora_B.shape, generator=g, dtype=torch.float64))
+    x = torch.randn(3, t.in_features, 5, 7, generator=g, dtype=torch.float64, requires_grad=True)
+    up = torch.randn(3, t.out_features, 5, 7, generator=g, dtype=torch.float64)
+    got = torch.autograd.grad((layer(x) * up).sum(), [x, layer.lora_A, layer.lora_B])
+    a, b = (layer.lora_A[0].detach().clone().requires_grad_(), layer.lora_B[0].detach().clone().requires_grad_())
+    w0 = layer.base.weight.detach().flatten(1)
+    conv = torch.nn.functional.conv2d
+    y = conv(x, w0[:, :, None, None]) + 3.0 * conv(conv(x, a[:, :, None, None]), b[:, :, None, None])
+    want = torch.autograd.grad((y * up).sum(), [x, a, b])
+    assert layer.lora_A.dtype == torch.float64
+    for gv, wv in zip(got, want):
+        assert torch.allclose(gv.reshape(wv.shape), wv, rtol=1e-10, atol=1e-10)
+
+
 def test_param_counts_match_the_formulas():
     import timm
     from transformers import BertConfig, BertModel, T5Config, T5ForConditionalGeneration
