@@ -387,7 +387,7 @@ def real_site(tmp_path_factory) -> Path:
     return out
 
 
-@pytest.mark.parametrize("task", ["pacs_art_painting", "digits"])
+@pytest.mark.parametrize("task", ["pacs_art_painting", "digits", "split_cifar10"])
 def test_the_page_from_the_committed_records_has_verdicts(real_site, task):
     """Each verdict on the committed records, recomputed here from their JSON: the paired t interval of the
     per-seed differences decides supported / contradicted / undecided."""
@@ -429,7 +429,7 @@ def test_the_claims_page_renders_its_verdict_tables_in_chromium(real_site, tmp_p
     page = browser_dom(real_site / "claims.html", tmp_path)
     tables = page.find_all("table", "verdicts")
     assert len(tables) == 4
-    for task in ("pacs_art_painting", "digits"):  # 4 + 4 + 1 + 4 rows: two comparisons × K 1, 5; one at K = all
+    for task in ("pacs_art_painting", "digits", "split_cifar10"):  # 4 + 4 + 1 + 4 rows: two comparisons × K 1, 5; one at K = all
         assert sum(tr.attrs["data-task"] == task for t in tables for tr in t.find_all("tr", "claim-row")) == 13, task
     for tr in (tr for t in tables for tr in t.find_all("tr", "claim-row")):
         badge = tr.one("span", "verdict")
