@@ -154,7 +154,8 @@ def test_dispatching_top_k_modules_equals_the_dense_mixture(backbone, monkeypatc
     scale = float(out[100][0].abs().max())
     # float32 sums in another order, through up to 16 blocks (EfficientNet): 1e-5 to 2e-5 of the scale seen
     assert float((out[0][0] - out[100][0]).abs().max()) <= 5e-5 * scale
-    assert torch.allclose(out[0][1], out[100][1], rtol=1e-5, atol=1e-4)
+    tot = float(out[100][1].abs().max())  # totals over up to 12,544 pixels: float32 order, like the features
+    assert float((out[0][1] - out[100][1]).abs().max()) <= 5e-5 * tot
     assert int((out[0][1] == 0).sum()) < out[0][1].numel()  # tokens did spread over the modules
 
 
