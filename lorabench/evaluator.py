@@ -42,11 +42,12 @@ def encode_cached(backbone: Backbone, ex: Examples, idx: np.ndarray | None, prep
 
 
 def method_context(task: TaskSpec, backbone: Backbone, num_classes: int, streams: Streams,
-                   adapters: list[LoraAdapter]) -> MethodContext:
-    """What a method gets in `prepare`: the backbone (its to change), the adapters, the cell's streams."""
+                   adapters: list[LoraAdapter], monitor: Split | None = None) -> MethodContext:
+    """What a method gets in `prepare`: the backbone (its to change), the adapters, the cell's streams, and
+    in tuning the validation draw whose accuracy end-to-end training traces (`monitor`)."""
     up = task.upstream_training
     return MethodContext(backbone=backbone, num_classes=num_classes, streams=streams, adapters=adapters,
-                         lora_rank=up.rank, lora_alpha=up.alpha, task_name=task.name)
+                         lora_rank=up.rank, lora_alpha=up.alpha, task_name=task.name, monitor=monitor)
 
 
 def fit_and_score(method_cls: type[Method], hparams: dict, ctx: MethodContext, support: Split,
@@ -155,7 +156,7 @@ def _tune(method_cls, hparams, backbone, num_classes, streams, adapters, support
     for combo in itertools.product(*grid.values()):
         trial = {**hparams, **dict(zip(grid, combo))}
         seed_everything(task.name, cfg.k, cfg.seed, "global")
-        ctx = method_context(task, backbone.copy(), num_classes, streams, adapters)
+        ctx = method_context(task, backbone.copy(), num_classes, streams, adapters, monitor=val)
         _, acc, _ = fit_and_score(method_cls, trial, ctx, support, val)
         scores[", ".join(f"{k}={v}" for k, v in zip(grid, combo))] = acc
         if acc > best_acc:

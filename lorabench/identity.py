@@ -15,7 +15,7 @@ from lorabench.adapters import CONFIG_FILE, WEIGHTS_FILE
 from lorabench.errors import AdapterError, LorabenchError
 from lorabench.hashing import digest_files, digest_json
 from lorabench.method import METHODS
-from lorabench.specs import ResultRecord, RunConfig, TaskSpec
+from lorabench.specs import Recipe, ResultRecord, RunConfig, TaskSpec
 from lorabench.task_registry import get_task
 from lorabench.upstream import adapter_key
 
@@ -46,8 +46,11 @@ def upstream_identity(task: TaskSpec, cfg: RunConfig) -> list[str]:
 def identity(cfg: RunConfig) -> dict[str, Any]:
     task = get_task(cfg.task, cfg.profile)
     method_cls = METHODS.get(cfg.method)
-    return {"protocol": PROTOCOL_VERSION, "task": task.model_dump(mode="json", include=TASK_FIELDS),
-            "method": cfg.method, "hparams": method_cls.resolve_hparams(cfg.hparams, task),
+    hparams = {k: v for k, v in method_cls.resolve_hparams(cfg.hparams, task).items()
+               if not (v is None and k in Recipe.model_fields)}  # unset recipe fields: see Recipe.identity_dump
+    return {"protocol": PROTOCOL_VERSION,
+            "task": {**task.model_dump(mode="json", include=TASK_FIELDS), "recipe": task.recipe.identity_dump()},
+            "method": cfg.method, "hparams": hparams,
             "backbone": cfg.backbone, "k": cfg.k, "seed": cfg.seed, "tune": cfg.tune,
             "upstream": upstream_identity(task, cfg)}
 

@@ -22,8 +22,8 @@ from lorabench.errors import ConfigError
 from lorabench.registry import Registry
 from lorabench.seeding import Streams
 from lorabench.specs import MODALITIES, Composition, Recipe, TaskSpec
-from lorabench.training import (count_params, extract_features, predict, support_bank, train_end_to_end,
-                                train_head)
+from lorabench.training import (count_params, extract_features, predict, relative_shift, support_bank,
+                                train_end_to_end, train_head)
 
 METHODS: Registry[type["Method"]] = Registry("method", entry_point_group="lorabench.methods")
 
@@ -58,6 +58,8 @@ class MethodContext:
       for any randomness of the method, `streams.init` seeds the head / LoRA init, `streams.views` the
       support set's augmented views (the same for every method of the cell).
     - `lora_rank`, `lora_alpha`: those of the upstream modules; `task_name`: for messages only.
+    - `monitor`: a validation draw (tuning only, never the test split) whose accuracy end-to-end training
+      logs at a few points of its trace; None in evaluation cells.
     """
 
     backbone: Backbone  # the cell's own: the method may change its weights
@@ -67,6 +69,7 @@ class MethodContext:
     lora_rank: int = 16
     lora_alpha: float = 16.0
     task_name: str = ""
+    monitor: Split | None = None
 
 
 class Method:
@@ -202,17 +205,28 @@ class EndToEndMethod(Method):
     def backbone_params(self) -> list[nn.Parameter]:
         raise NotImplementedError
 
+    def head_lr_after_warmup(self) -> float:
+        """The head's learning rate in the end-to-end phase: the recipe's `e2e_head_lr` (None: `head_lr`)."""
+        e2e = self.hp.get("e2e_head_lr")
+        return self.hp["head_lr"] if e2e is None else e2e
+
     def param_groups(self) -> list[dict]:
         return [{"params": self.backbone_params(), "lr": self.hp["lr"]},
-                {"params": list(self.head.parameters()), "lr": self.hp["head_lr"]}]
+                {"params": list(self.head.parameters()), "lr": self.head_lr_after_warmup()}]
+
+    def progress(self) -> dict[str, float]:
+        """What the end-to-end trace logs about the method's own parameters: their relative shift from the
+        start of the phase (composition methods report their weights' shift instead)."""
+        return {"param_shift": relative_shift(self.backbone_params(), self._start)}
 
     def fit(self, support: Split) -> None:
         if len(support) == 0:
             return
         bank = support_bank(self.ctx.backbone, support, self.hp, self.ctx.streams.views)
         self.log["head_loss"] = train_head(self.head, bank, support, self.hp, self.gen)
+        self._start = [p.detach().clone() for p in self.backbone_params()]
         self.log.update(train_end_to_end(self.ctx.backbone, self.head, self.param_groups(), support, self.hp,
-                                         self.gen))
+                                         self.gen, progress=self.progress, monitor=self.ctx.monitor))
 
     def predict(self, split: Split) -> torch.Tensor:
         return predict(self.ctx.backbone, self.head, split)

@@ -109,6 +109,17 @@ class Recipe(_Strict):
     crop_scale: tuple[float, float] = Field((0.25, 1.0), description="area fraction range of the random crop")
     hflip: bool = True
     feature_views: int = Field(10, gt=0, description="frozen-feature methods: augmented views per support example")
+    # The end-to-end phase's rule (issue 25). None keeps protocol 2: AdamW, the head at head_lr. Fields that are
+    # None stay out of a result's identity (`identity_dump`), so records of protocol 2 keep their digests.
+    e2e_optimizer: Literal["adamw", "sgd"] | None = Field(
+        None, description="end-to-end phase optimizer (None: AdamW, as the warm-up); SGD's step shrinks with the gradient")
+    momentum: float | None = Field(None, ge=0, lt=1, description="end-to-end SGD momentum (None: 0.9)")
+    e2e_head_lr: float | None = Field(
+        None, ge=0, description="end-to-end phase: the head's learning rate (None: head_lr; 0: kept as warmed up)")
+
+    def identity_dump(self) -> dict[str, Any]:
+        """The fields that decide a result, for its digest: unset (None) fields are left out."""
+        return {k: v for k, v in self.model_dump(mode="json").items() if v is not None}
 
     def steps(self, n_support: int) -> int:
         """End-to-end steps for a support set of n examples: `epochs` passes, within [min_steps, max_steps]."""

@@ -91,8 +91,13 @@ def support_bank(backbone: Backbone, support: Split, hp: dict[str, Any], view_se
     return extract_features(backbone, support)[None]
 
 
-def _optimizer(groups: list[dict], weight_decay: float) -> torch.optim.Optimizer:
+def _optimizer(groups: list[dict], weight_decay: float, kind: str = "adamw", momentum: float = 0.9
+               ) -> torch.optim.Optimizer:
+    """AdamW (warm-up, upstream training), or SGD with momentum, whose step shrinks with the gradient: on a
+    support set that a warmed-up head already fits, AdamW's lr·m/√v takes full-size steps on a loss of 1e-6."""
     groups = [g for g in groups if g["params"]]
+    if kind == "sgd":
+        return torch.optim.SGD(groups, lr=0.0, momentum=momentum, weight_decay=weight_decay)
     return torch.optim.AdamW(groups, weight_decay=weight_decay)
 
 
@@ -121,12 +126,14 @@ def _passes(n: int, batch_size: int, gen: torch.Generator) -> Iterator[tuple[int
 
 
 def run_steps(groups: list[dict], hp: dict[str, Any], steps: int, batches: Iterator[tuple[int, torch.Tensor]],
-              loss_of: Callable[[int, torch.Tensor], torch.Tensor], what: str) -> list[tuple[int, int, float]]:
+              loss_of: Callable[[int, torch.Tensor], torch.Tensor], what: str, optimizer: str = "adamw",
+              after_step: Callable[[int, float], None] | None = None) -> list[tuple[int, int, float]]:
     """The one training loop of the protocol, for heads, end-to-end methods and upstream modules alike:
-    `steps` AdamW steps (the recipe's weight decay) under the recipe's schedule, on `batches`; a loss
-    that is not finite stops it with an error. Returns (pass, batch size, loss) per step."""
+    `steps` steps of `optimizer` (the recipe's weight decay and momentum) under the recipe's schedule, on
+    `batches`; a loss that is not finite stops it with an error. `after_step(step, loss)` is called after
+    each update (the end-to-end trace). Returns (pass, batch size, loss) per step."""
     keep_freed_memory()
-    opt = _optimizer(groups, hp["weight_decay"])
+    opt = _optimizer(groups, hp["weight_decay"], optimizer, 0.9 if hp.get("momentum") is None else hp["momentum"])
     sched = _schedule(opt, hp.get("schedule", "cosine"), max(steps, 1))
     out = []
     for step, (p, idx) in zip(range(steps), batches):  # range first: no batch is drawn past the last step
@@ -136,6 +143,8 @@ def run_steps(groups: list[dict], hp: dict[str, Any], steps: int, batches: Itera
         opt.step()
         sched.step()
         out.append((p, len(idx), _check(loss, what, step)))
+        if after_step is not None:
+            after_step(step + 1, out[-1][2])
     return out
 
 
@@ -166,12 +175,33 @@ def end_to_end_steps(n: int, hp: dict[str, Any]) -> int:
     return step_budget(n, hp["batch_size"], hp["epochs"], hp.get("min_steps") or 0, hp.get("max_steps"))
 
 
+def relative_shift(params: list[torch.Tensor], start: list[torch.Tensor]) -> float:
+    """‖θ − θ₀‖ / ‖θ₀‖ over a list of tensors (how far training moved them from where it started)."""
+    num = sum(float((p.detach() - q).pow(2).sum()) for p, q in zip(params, start))
+    den = sum(float(q.pow(2).sum()) for q in start)
+    return math.sqrt(num / den) if den else math.sqrt(num)
+
+
+def trace_points(steps: int, every: int, monitor_points: int) -> tuple[set[int], set[int]]:
+    """Steps after which the trace logs (the start, every `every` steps and the last) and those at which it
+    also scores the monitor split (0, then `monitor_points` evenly spaced, the last included)."""
+    logged = {0, steps} | set(range(every, steps + 1, every))
+    scored = {0} | {round(steps * i / monitor_points) for i in range(1, monitor_points + 1)} if monitor_points else set()
+    return logged, scored
+
+
 def train_end_to_end(backbone: Backbone, head: nn.Module, groups: list[dict], split: Split, hp: dict[str, Any],
-                     gen: torch.Generator, steps: int | None = None) -> dict[str, Any]:
+                     gen: torch.Generator, steps: int | None = None,
+                     progress: Callable[[], dict[str, float]] | None = None,
+                     monitor: Split | None = None, trace_every: int | None = None) -> dict[str, Any]:
     """Train `groups` (param groups with their lr) and the head through the backbone for `steps` steps
-    (default: `end_to_end_steps`), on batches that cycle through the support set in a fresh order each
-    pass (random views for images). The backbone stays in eval mode: BatchNorm statistics stay frozen
-    and dropout off, which few-shot batches of 2 could not estimate anyway."""
+    (default: `end_to_end_steps`) with the recipe's `e2e_optimizer`, on batches that cycle through the
+    support set in a fresh order each pass (random views for images). The backbone stays in eval mode:
+    BatchNorm statistics stay frozen and dropout off, which few-shot batches of 2 could not estimate anyway.
+
+    The returned log holds a `trace`: every `trace_every` steps (default: about 20 rows) the support loss, the
+    head's relative shift from its warmed-up weights, what `progress()` reports (e.g. the composition
+    weights' shift) and, at a few points, the accuracy on `monitor` (a validation draw; never the test split)."""
     dev = backbone.device()
     steps = end_to_end_steps(len(split), hp) if steps is None else steps
     params = [p for g in groups for p in g["params"]]
@@ -180,17 +210,38 @@ def train_end_to_end(backbone: Backbone, head: nn.Module, groups: list[dict], sp
         raise ValueError(f"{frozen} of the {len(params)} parameters handed to end-to-end training do not require "
                          "grad; set requires_grad_(True) on them in the method's prepare().")
     backbone.model.eval()
+    head_params = list(head.parameters())
+    head_start = [p.detach().clone() for p in head_params]
+    logged, scored = trace_points(steps, trace_every or max(1, steps // 20), 4 if monitor is not None and len(monitor)
+                                  else 0)
+    trace: list[dict[str, float]] = []
+
+    def record(step: int, loss: float | None) -> None:
+        if step not in logged and step not in scored:
+            return
+        row: dict[str, float] = {"step": step}
+        if loss is not None:
+            row["loss"] = loss
+        row["head_shift"] = relative_shift(head_params, head_start)
+        row.update(progress() if progress is not None else {})
+        if step in scored:
+            row["monitor_accuracy"] = float((predict(backbone, head, monitor) == monitor.labels).float().mean())
+        trace.append(row)
 
     def loss_of(_: int, idx: torch.Tensor) -> torch.Tensor:
         batch = train_batch(split, idx, hp, gen)
         return F.cross_entropy(Backbone.logits(head, backbone.features(batch), batch), split.labels[idx].to(dev))
 
+    if steps:
+        record(0, None)
     losses = [loss for _, _, loss in run_steps(groups, hp, steps, _passes(len(split), hp["batch_size"], gen),
-                                               loss_of, "end-to-end training")]
+                                               loss_of, "end-to-end training", hp.get("e2e_optimizer") or "adamw",
+                                               record)]
     if any(not torch.isfinite(p).all() for p in params):
         raise TrainingError("end-to-end training left non-finite weights; no result is written.")
     tail = losses[-max(1, len(losses) // 10):] if losses else [math.nan]
-    return {"steps": steps, "first_loss": losses[0] if losses else math.nan, "final_loss": sum(tail) / len(tail)}
+    return {"steps": steps, "optimizer": hp.get("e2e_optimizer") or "adamw",
+            "first_loss": losses[0] if losses else math.nan, "final_loss": sum(tail) / len(tail), "trace": trace}
 
 
 @torch.no_grad()

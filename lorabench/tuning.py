@@ -96,7 +96,7 @@ def select(task_name: str, method: str, profile: str = "full", ks: list[KValue] 
 
             streams = Streams(init=derive_seed(task.name, k, "tune-init"), views=derive_seed(task.name, k, "tune-views"))
             seed_everything(task.name, k, "tune-global")
-            ctx = method_context(task, backbone.copy(), support.num_classes, streams, adapters)
+            ctx = method_context(task, backbone.copy(), support.num_classes, streams, adapters, monitor=val)
             _, acc, _ = fit_and_score(method_cls, hp, ctx, support, val)
             scores[label][str(k)] = acc
     means = {label: float(np.mean(list(per_k.values()))) for label, per_k in scores.items()}

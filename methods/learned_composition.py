@@ -48,6 +48,17 @@ class LearnedComposition(EndToEndMethod):
             groups.insert(1, {"params": [self.gain], "lr": self.hp["lr"], "weight_decay": 0.0})
         return groups
 
+    def progress(self) -> dict[str, float]:
+        """How far the composition weights are from where they started (1/N, or 1/(N+1) with the null module):
+        mean and largest |w − w₀| over every adapted matrix and module."""
+        with torch.no_grad():
+            w = torch.cat([layer.composition_weights(with_null=True) for layer in self.layers.values()])
+            shift = (w - 1.0 / w.shape[-1]).abs()
+        out = {"weight_shift": float(shift.mean()), "weight_shift_max": float(shift.max())}
+        if self.learn_gain:
+            out["gain"] = float(self.gain.detach())
+        return out
+
     def predict(self, split: Split):
         merge_all_(self.ctx.backbone.model)
         return super().predict(split)
