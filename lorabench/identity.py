@@ -14,8 +14,8 @@ from typing import Any
 from lorabench.adapters import CONFIG_FILE, WEIGHTS_FILE
 from lorabench.errors import AdapterError, LorabenchError
 from lorabench.hashing import digest_files, digest_json
-from lorabench.method import METHODS
-from lorabench.specs import Recipe, ResultRecord, RunConfig, TaskSpec
+from lorabench.method import METHODS, EndToEndMethod
+from lorabench.specs import E2E_RULE_FIELDS, Recipe, ResultRecord, RunConfig, TaskSpec
 from lorabench.task_registry import get_task
 from lorabench.upstream import adapter_key
 
@@ -46,10 +46,11 @@ def upstream_identity(task: TaskSpec, cfg: RunConfig) -> list[str]:
 def identity(cfg: RunConfig) -> dict[str, Any]:
     task = get_task(cfg.task, cfg.profile)
     method_cls = METHODS.get(cfg.method)
-    hparams = {k: v for k, v in method_cls.resolve_hparams(cfg.hparams, task).items()
-               if not (v is None and k in Recipe.model_fields)}  # unset recipe fields: see Recipe.identity_dump
+    e2e = issubclass(method_cls, EndToEndMethod)
+    hparams = {k: v for k, v in method_cls.resolve_hparams(cfg.hparams, task).items()  # see Recipe.identity_dump
+               if not (k in Recipe.model_fields and (v is None or (not e2e and k in E2E_RULE_FIELDS)))}
     return {"protocol": PROTOCOL_VERSION,
-            "task": {**task.model_dump(mode="json", include=TASK_FIELDS), "recipe": task.recipe.identity_dump()},
+            "task": {**task.model_dump(mode="json", include=TASK_FIELDS), "recipe": task.recipe.identity_dump(e2e)},
             "method": cfg.method, "hparams": hparams,
             "backbone": cfg.backbone, "k": cfg.k, "seed": cfg.seed, "tune": cfg.tune,
             "upstream": upstream_identity(task, cfg)}

@@ -86,12 +86,17 @@ def step_budget(n: int, batch_size: int, epochs: int, min_steps: int = 0, max_st
     return max(min_steps, min(max_steps, total) if max_steps else total)
 
 
+E2E_RULE_FIELDS = ("e2e_optimizer", "momentum", "e2e_head_lr")  # the end-to-end phase's rule (issue 25)
+
+
 class Recipe(_Strict):
     """The few-shot training recipe, shared by every method of a task (written in the task YAML, defaults here).
 
     Every method that trains a head first trains it on frozen features for `head_epochs` passes over the
-    support set (the paper's 50-epoch warm-up); frozen-feature methods stop there, end-to-end methods then
-    train their parameters and the head for `steps(n_support)` AdamW steps with cosine decay. Image methods
+    support set (the paper's 50-epoch warm-up, AdamW); frozen-feature methods stop there, end-to-end methods then
+    train their parameters and the head for `steps(n_support)` steps of SGD with momentum (`e2e_optimizer`), the
+    head at `e2e_head_lr`, with cosine decay: a step that shrinks with the gradient, so a support set the warmed-up
+    head already fits (loss 1e-6) leaves it as it is instead of AdamW's full-size, sign-like steps. Image methods
     see random-resized-crop + flip views of the support set (frozen-feature methods: `feature_views` fixed
     views per example, one per epoch in turn); test images are only resized.
     """
@@ -109,17 +114,19 @@ class Recipe(_Strict):
     crop_scale: tuple[float, float] = Field((0.25, 1.0), description="area fraction range of the random crop")
     hflip: bool = True
     feature_views: int = Field(10, gt=0, description="frozen-feature methods: augmented views per support example")
-    # The end-to-end phase's rule (issue 25). None keeps protocol 2: AdamW, the head at head_lr. Fields that are
-    # None stay out of a result's identity (`identity_dump`), so records of protocol 2 keep their digests.
+    # The end-to-end phase's rule (issue 25, chosen on validation draws: README "The end-to-end rule"). Setting a
+    # field to None restores protocol 2 (AdamW, the head at head_lr); None fields stay out of a result's identity.
     e2e_optimizer: Literal["adamw", "sgd"] | None = Field(
-        None, description="end-to-end phase optimizer (None: AdamW, as the warm-up); SGD's step shrinks with the gradient")
-    momentum: float | None = Field(None, ge=0, lt=1, description="end-to-end SGD momentum (None: 0.9)")
+        "sgd", description="end-to-end phase optimizer (None: AdamW); SGD's step shrinks with the gradient, AdamW's not")
+    momentum: float | None = Field(0.9, ge=0, lt=1, description="end-to-end SGD momentum (None: 0.9)")
     e2e_head_lr: float | None = Field(
-        None, ge=0, description="end-to-end phase: the head's learning rate (None: head_lr; 0: kept as warmed up)")
+        1e-3, ge=0, description="end-to-end phase: the head's learning rate (None: head_lr; 0: kept as warmed up)")
 
-    def identity_dump(self) -> dict[str, Any]:
-        """The fields that decide a result, for its digest: unset (None) fields are left out."""
-        return {k: v for k, v in self.model_dump(mode="json").items() if v is not None}
+    def identity_dump(self, end_to_end: bool = True) -> dict[str, Any]:
+        """The fields that decide a result, for its digest: unset (None) fields are left out, and so is the
+        end-to-end rule for a method that stops after the warm-up (`end_to_end` False): it cannot change its value."""
+        return {k: v for k, v in self.model_dump(mode="json").items()
+                if v is not None and (end_to_end or k not in E2E_RULE_FIELDS)}
 
     def steps(self, n_support: int) -> int:
         """End-to-end steps for a support set of n examples: `epochs` passes, within [min_steps, max_steps]."""

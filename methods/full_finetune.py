@@ -6,8 +6,8 @@ from lorabench.method import EndToEndMethod, MethodContext
 class FullFinetune(EndToEndMethod):
     name = "full_finetune"
     description = "all backbone weights + head"
-    defaults = {"lr": 1e-4}
-    tune_grid = {"lr": [1e-5, 1e-4, 1e-3]}
+    defaults = {"lr": 1e-4}  # SGD (the recipe's e2e_optimizer)
+    tune_grid = {"lr": [1e-4, 1e-3, 1e-2]}
 
     def prepare(self, ctx: MethodContext) -> None:
         super().prepare(ctx)

@@ -27,8 +27,8 @@ class LearnedComposition(EndToEndMethod):
     name = "learned_composition"
     description = "per-layer, per-matrix softmax weights over the N upstream ΔW + head"
     needs_upstream = True
-    defaults = {"lr": 5e-2}
-    tune_grid = {"lr": [1e-2, 5e-2, 2e-1]}
+    defaults = {"lr": 0.1}
+    tune_grid = {"lr": [0.1, 1.0, 10.0, 100.0]}  # SGD on the logits (issue 25)
     null: ClassVar[bool] = False  # a null module (ΔW = 0) as one more softmax entry per matrix
     learn_gain: ClassVar[bool] = False  # one learned scale g (init 1) on the whole composed update
 

@@ -7,7 +7,7 @@ from lorabench.method import EndToEndMethod, MethodContext
 class LoraFromScratch(EndToEndMethod):
     name = "lora"
     description = "new rank-r LoRA on the backbone's targets + head"
-    defaults = {"lr": 1e-3, "rank": 16, "alpha": 16.0}
+    defaults = {"lr": 1e-3, "rank": 16, "alpha": 16.0}  # SGD (the recipe's e2e_optimizer)
     tune_grid = {"lr": [1e-4, 1e-3, 1e-2]}
     hparam_ranges = {"rank": ">=1", "alpha": ">0"}
 

@@ -9,6 +9,7 @@ points). One JSON line per run in --out; `--summary` prints the table the README
 
     python scripts/recipe_validation.py --task digits --k 1,5 --draws 0,1,2 --out val_digits.jsonl
     python scripts/recipe_validation.py --summary val_digits.jsonl
+    python scripts/recipe_validation.py --choose val_digits.jsonl val_pacs.jsonl
 """
 
 from __future__ import annotations
@@ -28,6 +29,7 @@ RULES = {
     "adamw_head0": {"e2e_optimizer": "adamw", "e2e_head_lr": 0.0},  # AdamW, the warmed-up head kept
     "sgd": {"e2e_optimizer": "sgd", "e2e_head_lr": 1e-2},  # SGD + momentum 0.9, head at 1e-2
     "sgd_head0": {"e2e_optimizer": "sgd", "e2e_head_lr": 0.0},
+    "sgd_head1e-3": {"e2e_optimizer": "sgd", "e2e_head_lr": 1e-3},
 }
 LRS = {
     "adamw": {"learned_composition": [1e-2, 5e-2, 2e-1], "lora": [1e-4, 1e-3, 1e-2], "full_finetune": [1e-5, 1e-4, 1e-3]},
@@ -129,6 +131,36 @@ def summary(path: str) -> None:
               f"{head:.3f} | {shift:.3g} | {len(rs)} |")
 
 
+def choose(paths: list[str], floor: float = -2.0) -> None:
+    """The rule choice. Per rule, method and task, the lr is selected as `lorabench tune` does (best mean over the
+    task's K); a rule qualifies if no (method, task, K) loses more than `floor` points to its warm-up-only method
+    (the phase must not undo the warm-up); among those, the best mean difference wins."""
+    rows = [json.loads(line) for p in paths for line in open(p)]
+    base = {(r["task"], r["k"], r["draw"], r["method"]): r["val_accuracy"] for r in rows if r["rule"] == "warmup"}
+    acc = defaultdict(list)  # (rule, method, task, lr, k) -> differences to warm-up only, per draw
+    for r in rows:
+        if r["rule"] != "warmup":
+            acc[(r["rule"], r["method"], r["task"], r["lr"], r["k"])].append(
+                100 * (r["val_accuracy"] - base[(r["task"], r["k"], r["draw"], WARMUP_ONLY[r["method"]])]))
+    by_rule = defaultdict(dict)  # rule -> (method, task) -> (lr, {k: mean diff})
+    for rule, m, task in sorted({key[:3] for key in acc}):
+        lrs = sorted({key[3] for key in acc if key[:3] == (rule, m, task)})
+        per_lr = {lr: {k: float(np.mean(v)) for (ru, mm, t, l, k), v in acc.items() if (ru, mm, t, l) == (rule, m, task, lr)}
+                  for lr in lrs}
+        lr = max(lrs, key=lambda x: np.mean(list(per_lr[x].values())))
+        by_rule[rule][(m, task)] = (lr, per_lr[lr])
+    print(f"| rule | worst (method, task, K): − warm-up | mean − warm-up | qualifies (worst ≥ {floor:+g}) | per method/task: lr, diff per K |")
+    print("|---|---|---|---|---|")
+    for rule, cells in by_rule.items():
+        diffs = [(d, m, t, k) for (m, t), (lr, per_k) in cells.items() for k, d in per_k.items()]
+        worst = min(diffs)
+        mean = float(np.mean([d for d, *_ in diffs]))
+        detail = "; ".join(f"{m.split('_')[0]}/{t[:6]} {lr:g}: " + ", ".join(f"K{k} {d:+.1f}" for k, d in sorted(per_k.items()))
+                           for (m, t), (lr, per_k) in sorted(cells.items()))
+        print(f"| {rule} | {worst[0]:+.1f} ({worst[1]}, {worst[2]}, {worst[3]}) | {mean:+.2f} | "
+              f"{'yes' if worst[0] >= floor else 'no'} | {detail} |")
+
+
 def main(argv: list[str] | None = None) -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--task")
@@ -143,8 +175,11 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--cache-dir")
     ap.add_argument("--out")
     ap.add_argument("--summary")
+    ap.add_argument("--choose", nargs="+", metavar="JSONL", help="apply the rule choice to these files")
     args = ap.parse_args(argv)
-    if args.summary:
+    if args.choose:
+        choose(args.choose)
+    elif args.summary:
         summary(args.summary)
     else:
         if not (args.task and args.out):

@@ -97,7 +97,8 @@ def test_protocol_2s_adamw_phase_bends_a_head_that_already_fits(task, adapters, 
     """The failure itself, kept visible: AdamW's step lr·m/√v has the same size on a loss of 1e-6 as on a loss of 1,
     so the same fitted head is moved by a large fraction of its norm (protocol 2: the head at head_lr)."""
     support, _ = splits
-    m = fitted("learned_composition", task, adapters, support, lr=5e-2, e2e_optimizer="adamw")
+    m = fitted("learned_composition", task, adapters, support, lr=5e-2, e2e_optimizer=None, momentum=None,
+               e2e_head_lr=None)  # None: protocol 2's rule
     assert max(m.log["head_loss"], m.log["first_loss"]) < 1e-5
     end = m.log["trace"][-1]
     assert end["head_shift"] > 0.05 and end["weight_shift_max"] > 0.05, end

@@ -230,10 +230,16 @@ def test_compare_cli_prints_the_paired_numbers_of_real_records(monkeypatch, caps
     from lorabench.results import load_results
 
     results = Path(__file__).resolve().parents[1] / "docs" / "results"
+    from lorabench.identity import staleness
+
     recs, _ = load_results(results)
-    val = {(r.method, str(r.k), r.seed): r.value for r in recs if r.task == "pacs_art_painting"}
-    diffs = np.array([val[("learned_composition", "1", s)] - val[("uniform_composition", "1", s)] for s in (0, 1, 2)])
-    half = sps.t.ppf(0.975, 2) * diffs.std(ddof=1) / np.sqrt(3)
+    val = {(r.method, str(r.k), r.seed): r.value for r in recs
+           if r.task == "pacs_art_painting" and r.profile == "full" and staleness(r) is None}  # current records only
+    seeds = sorted({s for m, k, s in val if (m, k) == ("learned_composition", "1")}
+                   & {s for m, k, s in val if (m, k) == ("uniform_composition", "1")})
+    assert len(seeds) >= 3
+    diffs = np.array([val[("learned_composition", "1", s)] - val[("uniform_composition", "1", s)] for s in seeds])
+    half = sps.t.ppf(0.975, len(seeds) - 1) * diffs.std(ddof=1) / np.sqrt(len(seeds))
     monkeypatch.setattr(sys, "argv", ["lorabench", "compare", "learned_composition", "uniform_composition", "-t",
                                       "pacs_art_painting", "--k", "1,50", "--results-dir", str(results)])
     cli.main()
