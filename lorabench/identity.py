@@ -15,7 +15,7 @@ from lorabench.adapters import CONFIG_FILE, WEIGHTS_FILE
 from lorabench.errors import AdapterError, LorabenchError
 from lorabench.hashing import digest_files, digest_json
 from lorabench.method import METHODS, EndToEndMethod
-from lorabench.specs import E2E_RULE_FIELDS, Recipe, ResultRecord, RunConfig, TaskSpec
+from lorabench.specs import Recipe, ResultRecord, RunConfig, TaskSpec
 from lorabench.task_registry import get_task
 from lorabench.upstream import adapter_key
 
@@ -47,8 +47,8 @@ def identity(cfg: RunConfig) -> dict[str, Any]:
     task = get_task(cfg.task, cfg.profile)
     method_cls = METHODS.get(cfg.method)
     e2e = issubclass(method_cls, EndToEndMethod)
-    hparams = {k: v for k, v in method_cls.resolve_hparams(cfg.hparams, task).items()  # see Recipe.identity_dump
-               if not (k in Recipe.model_fields and (v is None or (not e2e and k in E2E_RULE_FIELDS)))}
+    hparams = {k: v for k, v in method_cls.resolve_hparams(cfg.hparams, task).items()
+               if k not in Recipe.model_fields or Recipe.decides(k, v, e2e)}
     return {"protocol": PROTOCOL_VERSION,
             "task": {**task.model_dump(mode="json", include=TASK_FIELDS), "recipe": task.recipe.identity_dump(e2e)},
             "method": cfg.method, "hparams": hparams,

@@ -122,11 +122,15 @@ class Recipe(_Strict):
     e2e_head_lr: float | None = Field(
         1e-3, ge=0, description="end-to-end phase: the head's learning rate (None: head_lr; 0: kept as warmed up)")
 
-    def identity_dump(self, end_to_end: bool = True) -> dict[str, Any]:
-        """The fields that decide a result, for its digest: unset (None) fields are left out, and so is the
+    @staticmethod
+    def decides(key: str, value: Any, end_to_end: bool = True) -> bool:
+        """Whether a recipe field enters a result's digest: an unset (None) field does not, nor does the
         end-to-end rule for a method that stops after the warm-up (`end_to_end` False): it cannot change its value."""
-        return {k: v for k, v in self.model_dump(mode="json").items()
-                if v is not None and (end_to_end or k not in E2E_RULE_FIELDS)}
+        return value is not None and (end_to_end or key not in E2E_RULE_FIELDS)
+
+    def identity_dump(self, end_to_end: bool = True) -> dict[str, Any]:
+        """The fields that decide a result, for its digest (`decides`)."""
+        return {k: v for k, v in self.model_dump(mode="json").items() if self.decides(k, v, end_to_end)}
 
     def steps(self, n_support: int) -> int:
         """End-to-end steps for a support set of n examples: `epochs` passes, within [min_steps, max_steps]."""

@@ -232,15 +232,15 @@ def train_end_to_end(backbone: Backbone, head: nn.Module, groups: list[dict], sp
         batch = train_batch(split, idx, hp, gen)
         return F.cross_entropy(Backbone.logits(head, backbone.features(batch), batch), split.labels[idx].to(dev))
 
+    optimizer = hp.get("e2e_optimizer") or "adamw"  # None: protocol 2
     if steps:
         record(0, None)
     losses = [loss for _, _, loss in run_steps(groups, hp, steps, _passes(len(split), hp["batch_size"], gen),
-                                               loss_of, "end-to-end training", hp.get("e2e_optimizer") or "adamw",
-                                               record)]
+                                               loss_of, "end-to-end training", optimizer, record)]
     if any(not torch.isfinite(p).all() for p in params):
         raise TrainingError("end-to-end training left non-finite weights; no result is written.")
     tail = losses[-max(1, len(losses) // 10):] if losses else [math.nan]
-    return {"steps": steps, "optimizer": hp.get("e2e_optimizer") or "adamw",
+    return {"steps": steps, "optimizer": optimizer,
             "first_loss": losses[0] if losses else math.nan, "final_loss": sum(tail) / len(tail), "trace": trace}
 
 

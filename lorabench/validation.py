@@ -122,8 +122,6 @@ def check_hparams(method_cls, values: dict[str, Any], where: str) -> None:
     problems = []
     recipe_part = {k: v for k, v in values.items() if k in Recipe.model_fields}
     for key, value in values.items():
-        if key in recipe_part and known[key] is None:
-            continue  # an optional recipe field (None: unset) has no typed default here: pydantic checks it below
         why = _check_value(key, value, known[key], hparam_rule(method_cls, key) if key not in recipe_part else None)
         if why:
             problems.append(f"{key} {why}")

@@ -101,11 +101,17 @@ def run(args: argparse.Namespace) -> None:
                 print(f"k={k} draw={draw} {m:22s} {rule:12s} lr={lr} val={acc:.3f} ({row['seconds']} s)", flush=True)
 
 
+def gains(rows: list[dict]):
+    """A run's validation accuracy minus that of the warm-up-only method on the same task, K and draw, in points."""
+    base = {(r["task"], r["k"], r["draw"], r["method"]): r["val_accuracy"] for r in rows if r["rule"] == "warmup"}
+    return lambda r: 100 * (r["val_accuracy"] - base[(r["task"], r["k"], r["draw"], WARMUP_ONLY[r["method"]])])
+
+
 def summary(path: str) -> None:
     """Per (K, method, rule): validation accuracy of the best lr (mean over draws, lr chosen per rule on the
     mean), minus the warm-up-only method of the same draws; and how far the head moved."""
     rows = [json.loads(line) for line in open(path)]
-    base = {(r["k"], r["draw"], r["method"]): r["val_accuracy"] for r in rows if r["rule"] == "warmup"}
+    gain = gains(rows)
     cells = defaultdict(list)
     for r in rows:
         if r["rule"] != "warmup":
@@ -120,14 +126,14 @@ def summary(path: str) -> None:
     print("| K | method | rule | best lr | val acc | − warm-up only | worst lr: − warm-up | head shift | weight/param shift | draws |")
     print("|---|---|---|---|---|---|---|---|---|---|")
     for (k, m, rule), (mean, lr, rs) in sorted(best.items()):
-        diffs = [r["val_accuracy"] - base[(k, r["draw"], WARMUP_ONLY[m])] for r in rs]
-        worst = min(float(np.mean([r["val_accuracy"] - base[(k, r["draw"], WARMUP_ONLY[m])] for r in cells[(k, m, rule, l)]]))
+        diffs = [gain(r) for r in rs]
+        worst = min(float(np.mean([gain(r) for r in cells[(k, m, rule, l)]]))
                     for (kk, mm, ru, l) in cells if (kk, mm, ru) == (k, m, rule))
         last = [r["log"]["trace"][-1] for r in rs if r["log"].get("trace")]
         head = float(np.mean([t["head_shift"] for t in last])) if last else float("nan")
         shift_key = "weight_shift" if m == "learned_composition" else "param_shift"
         shift = float(np.mean([t.get(shift_key, np.nan) for t in last])) if last else float("nan")
-        print(f"| {k} | {m} | {rule} | {lr:g} | {100 * mean:.1f} | {100 * np.mean(diffs):+.1f} | {100 * worst:+.1f} | "
+        print(f"| {k} | {m} | {rule} | {lr:g} | {100 * mean:.1f} | {np.mean(diffs):+.1f} | {worst:+.1f} | "
               f"{head:.3f} | {shift:.3g} | {len(rs)} |")
 
 
@@ -136,12 +142,11 @@ def choose(paths: list[str], floor: float = -2.0) -> None:
     task's K); a rule qualifies if no (method, task, K) loses more than `floor` points to its warm-up-only method
     (the phase must not undo the warm-up); among those, the best mean difference wins."""
     rows = [json.loads(line) for p in paths for line in open(p)]
-    base = {(r["task"], r["k"], r["draw"], r["method"]): r["val_accuracy"] for r in rows if r["rule"] == "warmup"}
+    gain = gains(rows)
     acc = defaultdict(list)  # (rule, method, task, lr, k) -> differences to warm-up only, per draw
     for r in rows:
         if r["rule"] != "warmup":
-            acc[(r["rule"], r["method"], r["task"], r["lr"], r["k"])].append(
-                100 * (r["val_accuracy"] - base[(r["task"], r["k"], r["draw"], WARMUP_ONLY[r["method"]])]))
+            acc[(r["rule"], r["method"], r["task"], r["lr"], r["k"])].append(gain(r))
     by_rule = defaultdict(dict)  # rule -> (method, task) -> (lr, {k: mean diff})
     for rule, m, task in sorted({key[:3] for key in acc}):
         lrs = sorted({key[3] for key in acc if key[:3] == (rule, m, task)})
