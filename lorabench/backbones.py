@@ -25,6 +25,7 @@ from lorabench.data import Examples, Split
 from lorabench.errors import BackboneUnavailableError, LorabenchError
 from lorabench.hashing import digest_bytes
 from lorabench.lora import Target, TargetRule, compose_once, find_targets
+from lorabench.precision import autocast
 from lorabench.registry import Registry
 from lorabench.specs import MODALITIES, Preprocessing
 
@@ -47,6 +48,7 @@ class Backbone:
     pretrained: bool = True
     description: str = ""
     channels_last: bool = False  # convnets: NHWC is ~1.7x faster on CPU (oneDNN) and on tensor cores
+    precision: str = "fp32"  # of the forward passes (lorabench.precision); the cell sets it
 
     # -- structure ----------------------------------------------------------------------------
     def targets(self) -> list[Target]:
@@ -117,6 +119,11 @@ class Backbone:
 
     # -- tensors -> features -> logits ----------------------------------------------------------
     def features(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:
+        """The backbone's output for a batch, fp32, computed under the backbone's `precision`."""
+        with autocast(self.device(), self.precision):
+            return self._features(batch).float()
+
+    def _features(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:
         dev = self.device()
         batch = {k: v.to(dev) for k, v in batch.items()}
         if "pixels" in batch:  # float 0..255 at the input size (Split.batch / views.random_views)

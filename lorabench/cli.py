@@ -84,6 +84,7 @@ def run(
     results_dir: Path = typer.Option(Path("results"), "--results-dir", help="Where result JSON files go."),
     cache_dir: Optional[Path] = typer.Option(None, "--cache-dir", help="Upstream adapter store; else $LORABENCH_CACHE, else ~/.cache/lorabench."),
     device: str = typer.Option("cpu", "--device", help="cpu, cuda, cuda:N or mps."),
+    precision: Optional[str] = typer.Option(None, "--precision", help="fp32 or bf16 (autocast); default bf16 on CUDA, fp32 elsewhere."),
     hp: list[str] = typer.Option([], "--hp", help="Hyperparameter override key=value (repeatable)."),
     upstream: list[Path] = typer.Option([], "--upstream", help="PEFT LoRA folder(s) to compose instead of training upstream adapters."),
     tune: bool = typer.Option(False, "--tune", help="Pick hyperparameters from the method's grid on a validation draw."),
@@ -99,17 +100,18 @@ def run(
     from lorabench.results import summarize
     from lorabench.executors import make_executor
     from lorabench.results import read_result
-    from lorabench.validation import check_device, check_grid
+    from lorabench.validation import check_device, check_grid, check_precision
 
     check_device(device)
+    precision = check_precision(precision, device)
     for d in upstream:
         if not d.is_dir():
             raise ConfigError(f"--upstream {d}: no such folder (expected a PEFT adapter folder).")
     cells = expand_grid(
         _split_names(method), _split_names(task), _parse_k(k), _parse_ints(seeds, "--seeds"), backbone,
         hparams=_parse_hparams(hp), upstream_dirs=[str(p.resolve()) for p in upstream], tune=tune, profile=profile,
-        device=device, data_dir=str(data_dir) if data_dir else None, results_dir=str(results_dir),
-        cache_dir=str(cache_dir) if cache_dir else None,
+        device=device, precision=precision, data_dir=str(data_dir) if data_dir else None,
+        results_dir=str(results_dir), cache_dir=str(cache_dir) if cache_dir else None,
     )
     if tuned:
         from lorabench.tuning import apply_tuned

@@ -34,7 +34,10 @@ def resolve_data_dir(data_dir: str | os.PathLike | None) -> Path | None:
 # --- builtin data: shipped inside an installed dependency, so the default suite runs offline ----
 
 
+@lru_cache(maxsize=1)
 def _sklearn_digits():
+    """scikit-learn's 1,797 digits as a `datasets.Dataset` (built once per process: encoding the images is most
+    of a small digits grid's fixed cost; every split of it is a `select` of this one, which copies nothing)."""
     import datasets
     from PIL import Image
     from sklearn.datasets import load_digits
@@ -293,6 +296,19 @@ class Split:
             class_names=self.class_names,
             meta=dict(self.meta),
         )
+
+    def nbytes(self) -> int:
+        return sum(t.element_size() * t.nelement() for t in [*self.inputs.values(), self.labels])
+
+    def to(self, device: torch.device | str) -> "Split":
+        """The same split with its tensors on `device` (itself if they are there): training draws its batches
+        and views where the model is, instead of copying every batch from the host."""
+        tensors = [*self.inputs.values(), self.labels]
+        if all(t.device == torch.device(device) for t in tensors):
+            return self
+        return Split(key=self.key, inputs={k: v.to(device) for k, v in self.inputs.items()},
+                     labels=self.labels.to(device), num_classes=self.num_classes, class_names=self.class_names,
+                     meta=dict(self.meta))
 
     def batch(self, indices: torch.Tensor) -> dict[str, torch.Tensor]:
         """The inputs of `indices`; images resized (only) to the task's input size, as float 0..255."""

@@ -81,6 +81,7 @@ def run_cell(cfg: RunConfig, on_event: Callable[..., None] | None = None) -> Res
     train_ex = load_examples(task.downstream.train, cfg.data_dir)
     test_ex = load_examples(task.downstream.test, cfg.data_dir)
     backbone = create_backbone(cfg.backbone, cfg.device)  # the cell's one backbone: encodes, then the method's
+    backbone.precision = cfg.precision
     check_backbone_fits(cfg.backbone, backbone.modality, task)
     per_class = task.modality != "multiple_choice"
     support_idx = sample_support(train_ex.labels, cfg.k, derive_seed(task.name, cfg.k, cfg.seed, "support"), per_class)
@@ -93,7 +94,7 @@ def run_cell(cfg: RunConfig, on_event: Callable[..., None] | None = None) -> Res
         targets = backbone.targets()
         adapters = [load_adapter(d, targets, backbone.aliases) for d in cfg.upstream_dirs] or ensure_upstream_adapters(
             task, cfg.backbone, targets, backbone.aliases, cfg.data_dir, cfg.cache_dir, cfg.device,
-            on_train=(lambda name: on_event("upstream", cfg, name)) if on_event else None)
+            on_train=(lambda name: on_event("upstream", cfg, name)) if on_event else None, precision=cfg.precision)
     upstream_s = time.perf_counter() - t0
     streams = Streams.of_cell(task.name, cfg.k, cfg.seed)
     num_classes = support.num_classes if len(support) else test.num_classes

@@ -69,7 +69,8 @@ def needed_upstream_jobs(cells: list[RunConfig]) -> dict[str, tuple[UpstreamJob,
     for cfg in cells:
         if cfg.upstream_dirs or not METHODS.get(cfg.method).needs_upstream:
             continue
-        for job in upstream_jobs(get_task(cfg.task, cfg.profile), cfg.backbone, cfg.data_dir, cfg.cache_dir, cfg.device):
+        for job in upstream_jobs(get_task(cfg.task, cfg.profile), cfg.backbone, cfg.data_dir, cfg.cache_dir, cfg.device,
+                                 cfg.precision):
             if not is_complete(Path(job.path)):
                 jobs.setdefault(job.path, (job, []))[1].append(cfg)
     return jobs

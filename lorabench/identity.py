@@ -39,7 +39,7 @@ def upstream_identity(task: TaskSpec, cfg: RunConfig) -> list[str]:
                                    f"{WEIGHTS_FILE}.")
             out.append(digest_files(files))
         return out
-    return [f"{up.name}-{adapter_key(cfg.backbone, up, task.preprocessing, task.upstream_training)}"
+    return [f"{up.name}-{adapter_key(cfg.backbone, up, task.preprocessing, task.upstream_training, cfg.precision)}"
             for up in task.upstream]
 
 
@@ -53,7 +53,8 @@ def identity(cfg: RunConfig) -> dict[str, Any]:
             "task": {**task.model_dump(mode="json", include=TASK_FIELDS), "recipe": task.recipe.identity_dump(e2e)},
             "method": cfg.method, "hparams": hparams,
             "backbone": cfg.backbone, "k": cfg.k, "seed": cfg.seed, "tune": cfg.tune,
-            "upstream": upstream_identity(task, cfg)}
+            "upstream": upstream_identity(task, cfg),
+            **({"precision": cfg.precision} if cfg.precision != "fp32" else {})}  # fp32: as every older record
 
 
 def identify(cfg: RunConfig) -> RunConfig:

@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import math
 import re
-from contextlib import contextmanager
+from contextlib import AbstractContextManager, contextmanager
 from dataclasses import dataclass
 
 import torch
@@ -74,6 +74,12 @@ def find_targets(model: nn.Module, rules: list[TargetRule]) -> list[Target]:
 
 def lora_param_count(targets: list[Target], rank: int) -> int:
     return sum(rank * (t.in_features + t.out_features) for t in targets)
+
+
+def exact(like: torch.Tensor) -> AbstractContextManager:
+    """Autocast off on `like`'s device: ΔW = scale·B·A and its combinations are computed in fp32 even inside a
+    bf16 cell (`lorabench.precision`); the layer's conv / linear then runs in the cell's precision."""
+    return torch.autocast(like.device.type, enabled=False)
 
 
 def compose_delta(a_cat: torch.Tensor, b_cat: torch.Tensor, coef: torch.Tensor, rank: int) -> torch.Tensor:
@@ -198,7 +204,8 @@ class AdaptedLayer(nn.Module):
         n, r = self.comp_scale.shape[-1], self.comp_rank
         a = self.comp_A.unflatten(1, (n, r))  # [S, N, r, in]
         b = self.comp_B.unflatten(2, (n, r)).transpose(1, 2)  # [S, N, out, r]
-        return b @ a
+        with exact(a):
+            return b @ a
 
     def module_deltas(self) -> torch.Tensor:
         """Each module's exact ΔWₙ = scaleₙ·Bₙ·Aₙ per block: [S, N, out, in] (for non-linear merges)."""
@@ -217,6 +224,10 @@ class AdaptedLayer(nn.Module):
             if self.comp_gain is not None:
                 coef = coef * self.comp_gain
         coef = coef.expand(self.n_blocks, -1)
+        with exact(coef):
+            return self._combine(coef)
+
+    def _combine(self, coef: torch.Tensor) -> torch.Tensor:
         if self.comp_delta is not None:
             s, n = coef.shape
             return _StackedSum.apply(coef.to(self.comp_delta.dtype), self.comp_delta.view(s, n, -1)).view(
@@ -326,7 +337,8 @@ class AdaptedLayer(nn.Module):
             # One conv with W0 + scale·B·A: the factored path's extra activations, scaling and sum cost a 1x1
             # conv more (they stream full-size maps) than the merged weight's extra gradient GEMM.
             b = self.base
-            weight = b.weight + (self.scale * (self.lora_B[0] @ self.lora_A[0]))[:, :, None, None]
+            with exact(x):
+                weight = b.weight + (self.scale * (self.lora_B[0] @ self.lora_A[0]))[:, :, None, None]
             return F.conv2d(x, weight, b.bias, b.stride, b.padding, b.dilation, b.groups)
         if self.mode == "lora":
             return self.base(x) + self._lora_delta_out(x)
@@ -335,7 +347,8 @@ class AdaptedLayer(nn.Module):
         if self.reuse is not None and "weight" in self.reuse:
             weight = self.reuse["weight"]
         else:
-            weight = self.base.weight + self.composed_delta().reshape(self.base.weight.shape)
+            with exact(x):
+                weight = self.base.weight + self.composed_delta().reshape(self.base.weight.shape)
             if self.reuse is not None:
                 self.reuse["weight"] = weight
         if self.conv:

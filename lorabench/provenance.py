@@ -71,4 +71,5 @@ def reproduce_command(cfg: RunConfig) -> str:
         parts.append("--tune")
     if cfg.profile != "full":
         parts.append(f"--profile {cfg.profile}")
+    parts.append(f"--precision {cfg.precision}")
     return " ".join(parts)

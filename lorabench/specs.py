@@ -250,6 +250,8 @@ class RunConfig(_Strict):
     upstream_dirs: list[str] = Field(default_factory=list)
     tune: bool = False
     profile: str = "full"
+    precision: Literal["fp32", "bf16"] = Field("fp32", description="bf16: autocast for the cell's forward and "
+                                               "backward passes (fp32 weights and composition arithmetic)")
     digest: str = Field("", description="identity of the result: lorabench.identity.cell_digest")
     # Where things are; these do not change the score and are left out of the config hash.
     device: str = "cpu"

@@ -60,7 +60,8 @@ def extract_features(backbone: Backbone, split: Split, cache: bool | str | None 
     aug = {k: hp[k] for k in ("crop_scale", "hflip")} if views else None
     key = None
     if cache:
-        key = digest_json([backbone.name, digest_module(backbone.model), split.key, views, view_seed, aug])
+        key = digest_json([backbone.name, digest_module(backbone.model), backbone.precision, split.key, views,
+                           view_seed, aug])
         if key in _FEATURES:
             return _FEATURES[key]
     backbone.model.eval()
@@ -108,12 +109,19 @@ def _schedule(opt: torch.optim.Optimizer, kind: str, total: int) -> torch.optim.
     return torch.optim.lr_scheduler.LambdaLR(opt, lambda step: 0.5 * (1 + math.cos(math.pi * min(step, total) / total)))
 
 
-def _check(loss: torch.Tensor, what: str, step: int) -> float:
-    value = loss.item()
-    if not math.isfinite(value):
-        raise TrainingError(f"{what}: the training loss became {value} at step {step}; no result is written. "
-                            "Lower the learning rate (--hp lr=..., head_lr=...) or check the inputs.")
-    return value
+CHECK_EVERY = 25  # steps between the non-finite-loss checks: each reads the device (a host sync)
+DEVICE_DATA_BYTES = 8 << 30  # a training split up to this size moves to the device whole; a larger one stays put
+
+
+def _check(losses: list[torch.Tensor], first: int, what: str) -> None:
+    """Stop on a non-finite loss among `losses` (steps `first`, `first` + 1, ...), naming the first such step."""
+    if not losses:
+        return
+    bad = ~torch.isfinite(torch.stack(losses))
+    if bool(bad.any()):
+        i = int(bad.nonzero()[0, 0])
+        raise TrainingError(f"{what}: the training loss became {float(losses[i])} at step {first + i}; no result is "
+                            "written. Lower the learning rate (--hp lr=..., head_lr=...) or check the inputs.")
 
 
 def _passes(n: int, batch_size: int, gen: torch.Generator) -> Iterator[tuple[int, torch.Tensor]]:
@@ -127,25 +135,33 @@ def _passes(n: int, batch_size: int, gen: torch.Generator) -> Iterator[tuple[int
 
 def run_steps(groups: list[dict], hp: dict[str, Any], steps: int, batches: Iterator[tuple[int, torch.Tensor]],
               loss_of: Callable[[int, torch.Tensor], torch.Tensor], what: str, optimizer: str = "adamw",
-              after_step: Callable[[int, float], None] | None = None) -> list[tuple[int, int, float]]:
+              after_step: Callable[[int, torch.Tensor], None] | None = None) -> list[tuple[int, int, float]]:
     """The one training loop of the protocol, for heads, end-to-end methods and upstream modules alike:
     `steps` steps of `optimizer` (the recipe's weight decay and momentum) under the recipe's schedule, on
-    `batches`; a loss that is not finite stops it with an error. `after_step(step, loss)` is called after
-    each update (the end-to-end trace). Returns (pass, batch size, loss) per step."""
+    `batches`; a loss that is not finite stops it with an error naming its step. Losses stay on the device and
+    are checked every `CHECK_EVERY` steps and at the end, so a step does not wait for the device.
+    `after_step(step, loss)` is called after each update with the (device) loss (the end-to-end trace).
+    Returns (pass, batch size, loss) per step."""
     keep_freed_memory()
     opt = _optimizer(groups, hp["weight_decay"], optimizer, 0.9 if hp.get("momentum") is None else hp["momentum"])
     sched = _schedule(opt, hp.get("schedule", "cosine"), max(steps, 1))
-    out = []
+    passes, sizes, losses = [], [], []
     for step, (p, idx) in zip(range(steps), batches):  # range first: no batch is drawn past the last step
         loss = loss_of(p, idx)
         opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.step()
         sched.step()
-        out.append((p, len(idx), _check(loss, what, step)))
+        passes.append(p)
+        sizes.append(len(idx))
+        losses.append(loss.detach())
+        if (step + 1) % CHECK_EVERY == 0:
+            _check(losses[-CHECK_EVERY:], step + 1 - CHECK_EVERY, what)
         if after_step is not None:
-            after_step(step + 1, out[-1][2])
-    return out
+            after_step(step + 1, losses[-1])
+    _check(losses[len(losses) - len(losses) % CHECK_EVERY:], len(losses) - len(losses) % CHECK_EVERY, what)
+    values = torch.stack(losses).tolist() if losses else []
+    return list(zip(passes, sizes, values))
 
 
 def train_head(head: nn.Module, bank: torch.Tensor, split: Split, hp: dict[str, Any], gen: torch.Generator,
@@ -210,18 +226,20 @@ def train_end_to_end(backbone: Backbone, head: nn.Module, groups: list[dict], sp
         raise ValueError(f"{frozen} of the {len(params)} parameters handed to end-to-end training do not require "
                          "grad; set requires_grad_(True) on them in the method's prepare().")
     backbone.model.eval()
+    if split.nbytes() <= DEVICE_DATA_BYTES:  # once: batches and their views are then made on the device
+        split = split.to(dev)
     head_params = list(head.parameters())
     head_start = [p.detach().clone() for p in head_params]
     logged, scored = trace_points(steps, trace_every or max(1, steps // 20), 4 if monitor is not None and len(monitor)
                                   else 0)
     trace: list[dict[str, float]] = []
 
-    def record(step: int, loss: float | None) -> None:
+    def record(step: int, loss: torch.Tensor | None) -> None:
         if step not in logged and step not in scored:
             return
         row: dict[str, float] = {"step": step}
         if loss is not None:
-            row["loss"] = loss
+            row["loss"] = float(loss)
         row["head_shift"] = relative_shift(head_params, head_start)
         row.update(progress() if progress is not None else {})
         if step in scored:

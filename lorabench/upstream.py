@@ -41,14 +41,18 @@ def cache_root(cache_dir: str | os.PathLike | None = None) -> Path:
     return Path(chosen).expanduser().resolve()
 
 
-def adapter_key(backbone: str, up: UpstreamSpec, prep: Preprocessing, recipe: UpstreamRecipe) -> str:
-    """The store key of one adapter: a digest of everything that changes its weights."""
+def adapter_key(backbone: str, up: UpstreamSpec, prep: Preprocessing, recipe: UpstreamRecipe,
+                precision: str = "fp32") -> str:
+    """The store key of one adapter: a digest of everything that changes its weights (the precision it trained
+    in only when it is not fp32, so every adapter trained before precision existed keeps its key)."""
     return digest_json({"version": UPSTREAM_VERSION, "backbone": backbone, "data": up.train.model_dump(mode="json"),
-                        "prep": prep.model_dump(mode="json"), "recipe": recipe.model_dump(mode="json")}, 12)
+                        "prep": prep.model_dump(mode="json"), "recipe": recipe.model_dump(mode="json"),
+                        **({"precision": precision} if precision != "fp32" else {})}, 12)
 
 
-def adapter_dir(root: Path, backbone: str, up: UpstreamSpec, prep: Preprocessing, recipe: UpstreamRecipe) -> Path:
-    return root / "adapters" / backbone / f"{up.name}-{adapter_key(backbone, up, prep, recipe)}"
+def adapter_dir(root: Path, backbone: str, up: UpstreamSpec, prep: Preprocessing, recipe: UpstreamRecipe,
+                precision: str = "fp32") -> Path:
+    return root / "adapters" / backbone / f"{up.name}-{adapter_key(backbone, up, prep, recipe, precision)}"
 
 
 def is_complete(path: Path) -> bool:
@@ -60,7 +64,8 @@ def _accuracy(backbone, head, split: Split) -> float:
 
 
 def train_upstream_adapter(backbone_name: str, up: UpstreamSpec, prep: Preprocessing, recipe: UpstreamRecipe,
-                           data_dir: str | None, device: str) -> tuple[LoraAdapter, list, dict[str, Any]]:
+                           data_dir: str | None, device: str, precision: str = "fp32"
+                           ) -> tuple[LoraAdapter, list, dict[str, Any]]:
     """LoRA + head on the upstream task's training part; the head is discarded (as in the paper).
 
     A stratified `holdout_fraction` of the pool never trains: the adapter (with its head) is scored on it,
@@ -68,6 +73,7 @@ def train_upstream_adapter(backbone_name: str, up: UpstreamSpec, prep: Preproces
     adapter's metadata."""
     examples = load_examples(up.train, data_dir)  # before the weights: the likelier error, and cheaper
     backbone = create_backbone(backbone_name, device)
+    backbone.precision = precision
     per_class = examples.class_names is not None
     idx = np.arange(len(examples.labels))
     held = np.arange(0)
@@ -108,7 +114,7 @@ def train_upstream_adapter(backbone_name: str, up: UpstreamSpec, prep: Preproces
     meta = {"upstream_task": up.name, "n_train": len(split), "n_heldout": len(heldout),
             "heldout_accuracy": _accuracy(backbone, head, heldout), "probe_accuracy": probe,
             "train_log": log, "train_s": round(train_s, 3), "probe_s": round(probe_s, 3), "recipe": hp,
-            "backbone": backbone_name, "upstream_version": UPSTREAM_VERSION}
+            "backbone": backbone_name, "upstream_version": UPSTREAM_VERSION, "precision": precision}
     adapter = LoraAdapter(up.name, weights, {n: recipe.alpha / recipe.rank for n in weights}, backbone_name, meta=meta)
     return adapter, targets, meta
 
@@ -123,15 +129,17 @@ class UpstreamJob(BaseModel):
     recipe: UpstreamRecipe
     data_dir: str | None = None
     device: str = "cpu"
+    precision: str = "fp32"
 
 
 def upstream_jobs(task: TaskSpec, backbone_name: str, data_dir: str | None, cache_dir: str | None,
-                  device: str = "cpu") -> list[UpstreamJob]:
+                  device: str = "cpu", precision: str = "fp32") -> list[UpstreamJob]:
     """The adapters a task needs on a backbone, one job per adapter-store key."""
     root = cache_root(cache_dir)
     rec = task.upstream_training
-    return [UpstreamJob(path=str(adapter_dir(root, backbone_name, up, task.preprocessing, rec)), backbone=backbone_name,
-                        upstream=up, preprocessing=task.preprocessing, recipe=rec, data_dir=data_dir, device=device)
+    return [UpstreamJob(path=str(adapter_dir(root, backbone_name, up, task.preprocessing, rec, precision)),
+                        backbone=backbone_name, upstream=up, preprocessing=task.preprocessing, recipe=rec,
+                        data_dir=data_dir, device=device, precision=precision)
             for up in task.upstream]
 
 
@@ -151,7 +159,7 @@ def ensure_upstream_adapter(job: UpstreamJob, on_train: Callable[[str], None] | 
             on_train(job.upstream.name)
         rec = job.recipe
         adapter, targets, _ = train_upstream_adapter(job.backbone, job.upstream, job.preprocessing, rec, job.data_dir,
-                                                     job.device)
+                                                     job.device, job.precision)
         tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
         shutil.rmtree(tmp, ignore_errors=True)
         save_adapter(adapter, tmp, targets, rec.rank, rec.alpha)
@@ -162,11 +170,12 @@ def ensure_upstream_adapter(job: UpstreamJob, on_train: Callable[[str], None] | 
 
 def ensure_upstream_adapters(task: TaskSpec, backbone_name: str, targets: list[Target], aliases: set[str],
                              data_dir: str | None, cache_dir: str | None, device: str = "cpu",
-                             on_train: Callable[[str], None] | None = None) -> list[LoraAdapter]:
+                             on_train: Callable[[str], None] | None = None, precision: str = "fp32"
+                             ) -> list[LoraAdapter]:
     """Load the task's upstream adapters onto `targets` (the caller's backbone's), training (once, under a
     lock) those not yet in the store."""
     adapters = []
-    for job in upstream_jobs(task, backbone_name, data_dir, cache_dir, device):
+    for job in upstream_jobs(task, backbone_name, data_dir, cache_dir, device, precision):
         ensure_upstream_adapter(job, on_train)
         adapters.append(load_adapter(Path(job.path), targets, aliases, name=job.upstream.name))
     return adapters

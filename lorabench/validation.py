@@ -19,10 +19,22 @@ from typing import Any
 import torch
 from pydantic import ValidationError
 
-from lorabench.errors import ConfigError, DataError, LorabenchError
+from lorabench.errors import ConfigError, DataError, LorabenchError, UnknownNameError
+from lorabench.precision import PRECISIONS, default_precision
 from lorabench.specs import Recipe, RunConfig, TaskSpec
 
 _DEVICE = re.compile(r"^(cpu|cuda|cuda:\d+|mps)$")
+
+
+def check_precision(precision: str | None, device: str) -> str:
+    """fp32 or bf16 (None: the device's default); bf16 on MPS is refused (no bf16 autocast there)."""
+    if precision is None:
+        return default_precision(device)
+    if precision not in PRECISIONS:
+        raise UnknownNameError("precision", precision, PRECISIONS)
+    if precision == "bf16" and device == "mps":
+        raise ConfigError("--precision bf16 is not supported on mps; use --precision fp32.")
+    return precision
 
 
 def check_device(device: str) -> str:

@@ -9,6 +9,7 @@ All randomness comes from the caller's generator: the same generator gives the s
 from __future__ import annotations
 
 import math
+from functools import lru_cache
 
 import torch
 import torch.nn.functional as F
@@ -47,15 +48,32 @@ def crop_boxes(n: int, height: int, width: int, gen: torch.Generator, scale: tup
     return boxes
 
 
+@lru_cache(maxsize=1024)
+def _resize_weights(length: int, size: int) -> torch.Tensor:
+    """The [size, length] matrix of `resize` along one axis (bicubic, antialiased): F.interpolate of the
+    identity, so its weights are PyTorch's own and `resize(crop) == Wy @ crop @ Wx.T` up to float rounding."""
+    eye = torch.eye(length)[None, None]
+    return F.interpolate(eye, size=(size, length), mode="bicubic", align_corners=False, antialias=True)[0, 0]
+
+
 def random_views(pixels: torch.Tensor, size: int, gen: torch.Generator, scale: tuple[float, float] = (0.25, 1.0),
                  hflip: bool = True) -> torch.Tensor:
-    """One random-resized crop (+ horizontal flip with p = 1/2) per image: float [B, C, size, size]."""
-    _, _, h, w = pixels.shape
-    boxes = crop_boxes(len(pixels), h, w, gen, scale)
-    flips = (torch.rand(len(pixels), generator=gen) < 0.5).tolist() if hflip else [False] * len(pixels)
-    out = torch.empty(len(pixels), pixels.shape[1], size, size)
+    """One random-resized crop (+ horizontal flip with p = 1/2) per image: float [B, C, size, size], on the
+    device of `pixels`.
+
+    Boxes and flips come from `gen` (a CPU generator), so a seed draws the same views on every device. Each view
+    is `resize` of its crop written as two matrix products, out = Ay · x · Axᵀ, with Ay, Ax the crop's resize
+    weights placed at the box (Ax's rows reversed for a flip): one batched product for the whole batch instead
+    of a crop and an interpolation per image."""
+    n, _, h, w = pixels.shape
+    boxes = crop_boxes(n, h, w, gen, scale)
+    flips = (torch.rand(n, generator=gen) < 0.5).tolist() if hflip else [False] * n
+    rows = torch.zeros(n, size, h)
+    cols = torch.zeros(n, size, w)
     for i, ((top, left, bh, bw), flip) in enumerate(zip(boxes, flips)):
-        crop = pixels[i:i + 1, :, top:top + bh, left:left + bw]
-        view = resize(crop, size)
-        out[i] = view[0].flip(-1) if flip else view[0]
-    return out
+        rows[i, :, top:top + bh] = _resize_weights(bh, size)
+        wx = _resize_weights(bw, size)
+        cols[i, :, left:left + bw] = wx.flip(0) if flip else wx
+    dev = pixels.device
+    rows, cols = rows.to(dev, non_blocking=True), cols.to(dev, non_blocking=True)
+    return (rows[:, None] @ pixels.float() @ cols.transpose(1, 2)[:, None]).clamp_(0, 255)

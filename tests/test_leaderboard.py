@@ -284,7 +284,7 @@ def test_task_page_in_chromium_matches_the_json(site, results, quick_task, tmp_p
     assert (learned["git_commit"] or "unknown") in prov
     commands = [c.text() for c in doc.find_all("code", "cmd")]
     assert (f"lorabench run --method classifier_tuning --task {quick_task} --k 1,5 --seeds 0,1 "
-            "--backbone efficientnet_lite0") in commands
+            "--backbone efficientnet_lite0 --precision fp32") in commands
     assert any("--hp head_epochs=5" in c and "--k 1 --seeds 0" in c for c in commands)
 
     ARTIFACTS.mkdir(exist_ok=True)

@@ -13,6 +13,7 @@ from lorabench.adapters import LoraAdapter, attach_composition, load_adapter, sa
 from lorabench.backbones import BERT_RULES, T5_RULES, VIT_RULES, EFFNET_RULES, create_backbone
 from lorabench.errors import AdapterError
 from lorabench.lora import attach, compose_delta, find_targets, lora_param_count, merge_all_
+from lorabench.precision import autocast
 
 torch.set_default_dtype(torch.float32)
 
@@ -51,9 +52,10 @@ def test_compose_delta_matches_loop_to_1e6():
     assert torch.allclose(got, want, atol=1e-10)
 
 
+@pytest.mark.parametrize("precision", ["fp32", "bf16"])  # bf16: inside a bf16 cell's autocast, still exact
 @pytest.mark.parametrize("materialize", [True, False], ids=["stacked-dW", "factors"])
 @pytest.mark.parametrize("backbone", ["tiny_vit", "tiny_bert", "tiny_t5", "efficientnet_lite0"])
-def test_learned_layer_weight_is_exact_weighted_sum(backbone, materialize, monkeypatch):
+def test_learned_layer_weight_is_exact_weighted_sum(backbone, materialize, precision, monkeypatch):
     if materialize:  # these ranks (4, 8) would compose from the factors at this machine's balance
         monkeypatch.setattr("lorabench.adapters.CPU_BALANCE_PER_THREAD", 0.0)
     else:
@@ -62,16 +64,20 @@ def test_learned_layer_weight_is_exact_weighted_sum(backbone, materialize, monke
     targets = bb.targets()
     adapters = [random_adapter(targets, rank=r, seed=i) for i, r in enumerate([4, 8, 4])]  # mixed ranks
     w0 = {t.module: bb.model.get_submodule(t.module).weight.detach().clone() for t in targets}
-    layers = attach_composition(bb.model, targets, adapters)
+    with autocast("cpu", precision):
+        layers = attach_composition(bb.model, targets, adapters)
     assert all((layer.comp_delta is not None) == materialize for layer in layers.values())
     randomize_logits(layers, seed=1)
     for t in targets:
         layer = layers[t.module]
         i = layer.targets.index(t)
         weights = torch.softmax(layer.comp_logits[i].double(), -1)
-        got = layer.composed_delta().double()[t.rows[0]:t.rows[1]]
-        assert torch.allclose(got, reference_delta(adapters, weights, t), atol=1e-6), t.name
-    merge_all_(bb.model)  # folding into W0 gives the same matrix
+        with autocast("cpu", precision):
+            got = layer.composed_delta()
+        assert got.dtype == torch.float32
+        assert torch.allclose(got.double()[t.rows[0]:t.rows[1]], reference_delta(adapters, weights, t), atol=1e-6), t.name
+    with autocast("cpu", precision):
+        merge_all_(bb.model)  # folding into W0 gives the same matrix
     for t in targets[:6]:
         layer = layers[t.module]
         i = layer.targets.index(t)
@@ -300,18 +306,24 @@ def test_both_paths_give_the_same_logit_gradients(monkeypatch):
     """One training step's gradient on every composition logit is the same from the stacked ΔW and from the
     factors (the paths differ in speed only)."""
     grads = {}
-    for path in ("stack", "factors"):
-        monkeypatch.setattr("lorabench.adapters.CPU_BALANCE_PER_THREAD", 0.0 if path == "stack" else 1e9)
-        bb = create_backbone("tiny_vit")
-        targets = bb.targets()
-        layers = attach_composition(bb.model, targets, [random_adapter(targets, 4, seed=i) for i in range(3)])
-        assert all((layer.comp_delta is not None) == (path == "stack") for layer in layers.values())
-        randomize_logits(layers, seed=4)
-        x = torch.randint(0, 256, (2, 3, bb.image_size, bb.image_size), generator=torch.Generator().manual_seed(0))
-        bb.features({"pixels": x}).square().sum().backward()
-        grads[path] = torch.cat([layer.comp_logits.grad.flatten() for layer in layers.values()])
-    assert grads["stack"].abs().max() > 0
-    assert torch.allclose(grads["stack"], grads["factors"], rtol=1e-4, atol=1e-6)
+    torch.set_default_dtype(torch.float64)  # in float64, so float32's summation order (which BLAS kernel, which
+    try:  # alignment) cannot decide the comparison: the two paths must agree as mathematics, to 1e-9
+        for path in ("stack", "factors"):
+            monkeypatch.setattr("lorabench.adapters.CPU_BALANCE_PER_THREAD", 0.0 if path == "stack" else 1e9)
+            bb = create_backbone("tiny_vit")
+            bb.model.double()
+            targets = bb.targets()
+            adapters = [random_adapter(targets, 4, seed=i, dtype=torch.float64) for i in range(3)]
+            layers = attach_composition(bb.model, targets, adapters)
+            assert all((layer.comp_delta is not None) == (path == "stack") for layer in layers.values())
+            randomize_logits(layers, seed=4)
+            x = torch.randint(0, 256, (2, 3, bb.image_size, bb.image_size), generator=torch.Generator().manual_seed(0))
+            bb.model(((x / 255 - 0.5) / 0.5).double()).square().sum().backward()
+            grads[path] = torch.cat([layer.comp_logits.grad.flatten() for layer in layers.values()])
+    finally:
+        torch.set_default_dtype(torch.float32)
+    assert grads["stack"].dtype == torch.float64 and grads["stack"].abs().max() > 0
+    assert torch.allclose(grads["stack"], grads["factors"], rtol=1e-9, atol=1e-12)
 
 
 def test_stacked_layers_follow_the_machine_balance_and_the_budget(monkeypatch):

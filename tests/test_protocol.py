@@ -75,6 +75,62 @@ def test_views_are_deterministic_crops_of_the_source_and_test_images_are_only_re
     assert torch.equal(resize(same, 8), same.float())  # already at size: untouched
 
 
+def _views_one_by_one(pixels, size, gen, scale=(0.25, 1.0), hflip=True):
+    """The reference: crop each image and `resize` it alone (how views were made before they were batched)."""
+    boxes = crop_boxes(len(pixels), pixels.shape[2], pixels.shape[3], gen, scale)
+    flips = (torch.rand(len(pixels), generator=gen) < 0.5).tolist() if hflip else [False] * len(pixels)
+    views = [resize(pixels[i:i + 1, :, t:t + h, l:l + w], size)[0] for i, (t, l, h, w) in enumerate(boxes)]
+    return torch.stack([v.flip(-1) if f else v for v, f in zip(views, flips)])
+
+
+@pytest.mark.parametrize("source,size,hflip", [((20, 30), 48, True), ((128, 128), 224, True), ((60, 50), 16, True),
+                                               ((32, 32), 224, False)])
+def test_batched_views_are_each_crop_resized_alone(source, size, hflip):
+    """Up- and downsampling (antialiased), flips on and off: the batched product is the per-image resize."""
+    pixels = torch.randint(0, 256, (12, 3, *source), dtype=torch.uint8, generator=torch.Generator().manual_seed(0))
+    got = random_views(pixels, size, generator("v", 1), hflip=hflip)
+    ref = _views_one_by_one(pixels, size, generator("v", 1), hflip=hflip)
+    assert got.shape == ref.shape == (12, 3, size, size) and got.dtype == torch.float32
+    assert (got - ref).abs().max() < 1e-3  # on the 0..255 scale
+    gen_a, gen_b = generator("v", 2), generator("v", 2)  # and the generator is consumed as before
+    random_views(pixels, size, gen_a, hflip=hflip)
+    _views_one_by_one(pixels, size, gen_b, hflip=hflip)
+    assert torch.equal(torch.rand(3, generator=gen_a), torch.rand(3, generator=gen_b))
+
+
+def test_crop_boxes_of_a_seed_are_the_ones_records_were_made_with():
+    """Pinned: boxes drawn by the code every committed record was trained with (changing them changes the protocol)."""
+    assert crop_boxes(6, 128, 128, generator("views", 0), (0.25, 1.0)) == [
+        (24, 24, 69, 76), (50, 45, 65, 82), (22, 8, 79, 102), (1, 10, 112, 87), (6, 34, 116, 89), (49, 12, 77, 62)]
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+def test_views_on_the_device_match_the_cpu():
+    pixels = torch.randint(0, 256, (16, 3, 128, 128), dtype=torch.uint8)
+    cpu = random_views(pixels, 224, generator("v", 3))
+    gpu = random_views(pixels.cuda(), 224, generator("v", 3))
+    assert gpu.device.type == "cuda" and (gpu.cpu() - cpu).abs().max() < 1e-2
+
+
+@pytest.mark.parametrize("bad_step", [0, 7, 24, 25, 33, 39])
+def test_a_non_finite_loss_is_named_by_its_step_though_the_device_is_read_in_chunks(bad_step):
+    """Losses are checked every CHECK_EVERY steps and at the end: the error still names the first bad step."""
+    from lorabench.errors import TrainingError
+    from lorabench.training import run_steps
+    w = torch.nn.Parameter(torch.ones(2))
+    hp = {"weight_decay": 0.0, "momentum": 0.9}
+    batches = iter([(0, torch.arange(2))] * 40)
+
+    steps = []
+
+    def loss_of(p, idx):
+        steps.append(len(steps))
+        return (w * (float("nan") if steps[-1] == bad_step else 1.0)).sum()
+
+    with pytest.raises(TrainingError, match=f"became nan at step {bad_step};"):
+        run_steps([{"params": [w], "lr": 0.0}], hp, 40, batches, loss_of, "head training")
+
+
 @pytest.fixture(scope="module")
 def smoke_records(tmp_path_factory):
     """The five paper methods on one cell of the real digits task, smoke profile."""
@@ -103,6 +159,30 @@ def test_every_record_states_its_profile_and_the_one_shared_recipe(smoke_records
     assert all(r.config["upstream_quality"] for m, r in smoke_records.items() if "composition" in m)
     q = smoke_records["uniform_composition"].config["upstream_quality"][0]
     assert q["n_heldout"] > 0 and 0 <= q["heldout_accuracy"] <= 1 and 0 <= q["probe_accuracy"] <= 1
+
+
+def test_a_bf16_cell_is_its_own_record_and_scores_close_to_its_fp32_twin(smoke_records):
+    """CPU autocast stands in for CUDA's: same cells in bf16, each a record of its own, the score within 3 points."""
+    fp32 = smoke_records
+    where = fp32["learned_composition"].config
+    cells = expand_grid(["classifier_tuning", "learned_composition", "lora"], ["digits"], [5], [0], None,
+                        profile="smoke", precision="bf16", results_dir=where["results_dir"], cache_dir=where["cache_dir"])
+    report = run_grid(cells)
+    assert not report.failed and not report.skipped and len(report.done) == 3  # not the fp32 records
+    for rec in report.done:
+        twin = fp32[rec.method]
+        assert rec.config["precision"] == "bf16" and twin.config["precision"] == "fp32"
+        assert rec.config_hash != twin.config_hash and "--precision bf16" in rec.command
+        assert abs(rec.value - twin.value) <= 0.03, (rec.method, rec.value, twin.value)
+    up16, up32 = (r["learned_composition"].config["upstream"] for r in ({x.method: x for x in report.done}, fp32))
+    assert len(up16) == len(up32) and not set(up16) & set(up32)  # composes adapters trained in bf16, stored apart
+    bb = create_backbone("efficientnet_lite0")
+    x = {"pixels": torch.randint(0, 256, (2, 3, 64, 64)).float()}
+    f32 = bb.features(x)
+    bb.precision = "bf16"
+    f16 = bb.features(x)
+    assert f16.dtype == torch.float32 and not torch.equal(f16, f32)  # bf16 really ran, and left as fp32
+    assert torch.allclose(f16, f32, atol=0.1 * f32.abs().max().item())
 
 
 def test_end_to_end_training_keeps_batchnorm_frozen_and_full_finetune_trains_the_backbone(quick_task):
