@@ -36,8 +36,9 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 from lorabench.errors import SpecError
 from lorabench.leaderboard.formatting import pts
 from lorabench.leaderboard.rows import describe_variants, variant_of
+from lorabench.leaderboard.svg import forest_plot
 from lorabench.specs import ResultRecord, Setting, k_order
-from lorabench.stats import PairedComparison, compare, per_seed, seeds_needed
+from lorabench.stats import PairedComparison, compare, per_seed, pool_effects, seeds_needed
 
 PAPER_CLAIMS = Path(__file__).parent / "claims" / "paper.yaml"
 CLAIMS_PAGE = "claims.html"
@@ -388,6 +389,27 @@ class ClaimRow(BaseModel):
     paper_b: float | None = None
 
 
+class ClaimPooled(BaseModel):
+    """One comparison of a claim over all its strata (task, backbone, K): the pooled paired effect
+    (`lorabench.stats.pool_effects`), its verdict, the heterogeneity between strata and the forest plot."""
+
+    comparison: int
+    label: str
+    verdict: str = NOT_RUN
+    why: str = ""
+    strata: int = 0
+    tasks: list[str] = []
+    seeds: int = 0  # seed pairs over the pooled strata
+    mean_diff: float | None = None
+    ci_low: float | None = None
+    ci_high: float | None = None
+    tau2: float | None = None
+    i2: float | None = None
+    q_pvalue: float | None = None
+    left_out: list[str] = []  # strata that were run but cannot be pooled, and why
+    forest: dict[str, Any] = {}
+
+
 class ClaimResult(BaseModel):
     id: str
     text: str
@@ -398,6 +420,7 @@ class ClaimResult(BaseModel):
     title: str = ""
     comparisons: list[dict[str, str]]  # label, K range and tasks of each, in words
     rows: list[ClaimRow]
+    pooled: list[ClaimPooled] = []  # one per comparison
     counts: dict[str, int]
     has_paper_numbers: bool = False
     skipped_tasks: list[str] = []  # tasks with records but neither method of any comparison
@@ -415,7 +438,12 @@ def decide(c: PairedComparison, relation: str, margin: float | None = None) -> t
     `margin` is in accuracy points (fraction * 100), as the claims file gives it."""
     if c.n < 2 or c.ci is None:
         return UNDECIDED, (f"{c.n} seed(s) run by both: too few for an interval (n ≥ 2 needed)")
-    lo, hi = c.ci
+    return decide_interval(c.ci, relation, margin)
+
+
+def decide_interval(interval: tuple[float, float], relation: str, margin: float | None = None) -> tuple[str, str]:
+    """The verdict for `A relation B` from a 95% interval of A - B (one stratum's, or a claim's pooled one)."""
+    lo, hi = interval
     ci = f"95% CI [{pts(lo)}, {pts(hi)}] pts"
     if relation == ">":
         if lo > 0:
@@ -440,6 +468,41 @@ def decide(c: PairedComparison, relation: str, margin: float | None = None) -> t
             return CONTRADICTED, f"{ci} lies entirely outside {band}"
         return UNDECIDED, f"{ci} overlaps the edge of {band}"
     raise ValueError(f"unknown relation {relation!r}")
+
+
+def pool_comparison(index: int, comp: Comparison, rows: list[ClaimRow]) -> ClaimPooled:
+    """Pool one comparison's strata: every row with an interval (≥ 2 seeds) and a single configuration per side."""
+    run = [r for r in rows if r.verdict != NOT_RUN]
+    usable = [r for r in run if r.n >= 2 and r.sd_diff is not None and r.mean_diff is not None and not r.variant]
+    left_out = [f"{r.task} K={r.k}: " + ("several configurations" if r.variant else "fewer than 2 seeds")
+                for r in run if r not in usable]
+    out = ClaimPooled(comparison=index, label=comp.label, left_out=left_out, strata=len(usable),
+                      tasks=sorted({r.task for r in usable}), seeds=sum(r.n for r in usable))
+    if not usable:
+        out.verdict = NOT_RUN if not run else UNDECIDED
+        out.why = "no stratum has both methods" if not run else "no stratum has an interval to pool"
+        return out
+    multi_backbone = len({r.backbone for r in usable}) > 1
+    label = {id(r): f"{r.task}{f' ({r.backbone})' if multi_backbone else ''}, K={r.k}" for r in usable}
+    if len(usable) == 1:
+        r = usable[0]
+        out.mean_diff, out.ci_low, out.ci_high, out.verdict = r.mean_diff, r.ci_low, r.ci_high, r.verdict
+        out.why = f"one stratum ({label[id(r)]}): its own paired interval; nothing to pool"
+        weights = [1.0]
+    else:
+        p = pool_effects([r.mean_diff for r in usable], [r.sd_diff ** 2 / r.n for r in usable])
+        out.mean_diff, out.ci_low, out.ci_high = p.mean, p.ci_low, p.ci_high
+        out.tau2, out.i2, out.q_pvalue = p.tau2, p.i2, p.q_pvalue
+        out.verdict, why = decide_interval(p.ci, comp.relation, comp.margin)
+        out.why = (f"{why}; random effects over {p.k} strata ({len(out.tasks)} task(s), {out.seeds} seed pairs), "
+                   f"HKSJ interval on t({p.k - 1}); τ² = {1e4 * p.tau2:.2f} pts², I² = {100 * p.i2:.0f}%")
+        weights = p.weights
+    strata = [{"label": label[id(r)], "task": r.task, "k": r.k, "mean": r.mean_diff, "ci_low": r.ci_low,
+               "ci_high": r.ci_high, "weight": w} for r, w in zip(usable, weights)]
+    pooled = ({"mean": out.mean_diff, "ci_low": out.ci_low, "ci_high": out.ci_high}
+              if len(usable) > 1 else None)
+    out.forest = forest_plot(strata, pooled, comp.margin if comp.relation == "≈" else None)
+    return out
 
 
 def seeds_to_decide(c: PairedComparison, relation: str, margin: float | None = None) -> tuple[int | None, str]:
@@ -602,7 +665,9 @@ def evaluate_claims(claims: Sequence[LoadedClaim], records: Iterable[ResultRecor
                           "params": {"<": f"{c.a} should have fewer trainable parameters than {c.b}",
                                      ">": f"{c.a} should have more trainable parameters than {c.b}"}.get(c.params or "", "")}
                          for c in claim.comparisons],
-            rows=rows, counts=counts, has_paper_numbers=any(p.a is not None or p.b is not None
+            rows=rows, pooled=[pool_comparison(i, comp, [r for r in rows if r.comparison == i])
+                               for i, comp in enumerate(claim.comparisons)],
+            counts=counts, has_paper_numbers=any(p.a is not None or p.b is not None
                                                             for c in claim.comparisons for p in c.paper),
             skipped_tasks=sorted(skipped - used)))
     totals = {v: sum(c.counts[v] for c in results) for v in VERDICTS}

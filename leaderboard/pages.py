@@ -20,7 +20,7 @@ import lorabench
 from lorabench.errors import ConfigError, LorabenchError
 from lorabench.hashing import digest_json
 from lorabench.leaderboard.claims import CLAIMS_PAGE, evaluate_claims, load_claims, render_claims_page
-from lorabench.leaderboard.formatting import pct
+from lorabench.leaderboard.formatting import pct, pts
 from lorabench.leaderboard.marks import ColumnMark, mark_columns
 from lorabench.leaderboard.rows import (Row, StaleRecord, build_rows, row_label, split_stale,
                                         stale_records)
@@ -205,6 +205,7 @@ def environment() -> jinja2.Environment:
     env = jinja2.Environment(loader=jinja2.FileSystemLoader(TEMPLATES), autoescape=True,
                              undefined=jinja2.StrictUndefined, trim_blocks=True, lstrip_blocks=True)
     env.filters["pct"] = pct
+    env.filters["pts"] = pts
     env.filters["count"] = lambda n: f"{n:,}"
     # Escaped, with a line-break chance after each underscore: long snake_case method names wrap there.
     env.filters["wbr"] = lambda text: markupsafe.Markup("_<wbr>").join(str(text).split("_"))

@@ -209,3 +209,50 @@ def draw_heatmaps(rows: list[Row]) -> None:
     for row in rows:
         for h in row.heatmaps:
             h.svg = heatmap_svg(h.matrices, h.upstream, np.array(h.weights))
+
+
+# --- forest plot: a claim's strata and their pool ---------------------------------------------------
+
+
+FOREST = (680, 200, 16, 22, 26)  # width, label column, right margin, row height, top/bottom margin (px)
+
+
+def forest_plot(strata: list[dict[str, Any]], pooled: dict[str, Any] | None, margin: float | None = None
+                ) -> dict[str, Any]:
+    """One row per stratum (`label`, `mean`, `ci_low`, `ci_high`, `weight` in the pool) as a square sized by its
+    weight on its interval, the pooled mean and interval as a diamond below, a zero line and, for an
+    equivalence claim, its ±`margin` (points) band. Values are accuracy fractions, drawn in points."""
+    w, label_w, right, row_h, pad = FOREST
+    vals = [0.0] + [v for s in strata for v in (s["ci_low"], s["ci_high"])]
+    if pooled:
+        vals += [pooled["ci_low"], pooled["ci_high"]]
+    if margin is not None:
+        vals += [-margin / 100, margin / 100]
+    lo, hi = max(-1.0, min(vals)), min(1.0, max(vals))
+    step = next((s for s in DIFF_STEPS if max(hi - lo, 0.02) / s <= 6), DIFF_STEPS[-1])
+    lo, hi = math.floor(lo / step + 1e-9) * step, math.ceil(hi / step - 1e-9) * step
+    hi = max(hi, lo + step)
+    x0, x1 = label_w + 10, w - right
+
+    def x(v: float) -> float:
+        return round(x0 + (x1 - x0) * (min(hi, max(lo, v)) - lo) / (hi - lo), 2)
+
+    rows = []
+    top_w = max([s["weight"] for s in strata] or [1.0]) or 1.0
+    for i, s in enumerate(strata):
+        y = pad + row_h * (i + 0.5)
+        size = round(3 + 5 * math.sqrt(s["weight"] / top_w), 2)
+        rows.append({**s, "y": round(y, 2), "x": x(s["mean"]), "x_lo": x(s["ci_low"]), "x_hi": x(s["ci_high"]),
+                     "size": size})
+    bottom = pad + row_h * (len(strata) + (1.5 if pooled else 0.5))
+    out: dict[str, Any] = {"width": w, "height": round(bottom + pad, 2), "left": x0, "right": x1, "top": pad / 2,
+                           "axis_y": round(bottom, 2), "zero_x": x(0.0), "rows": rows, "label_x": label_w,
+                           "ticks": [{"x": x(lo + j * step), "label": _pts_tick(lo + j * step)}
+                                     for j in range(int(round((hi - lo) / step)) + 1)], "band": None, "diamond": None}
+    if margin is not None:
+        out["band"] = {"x": x(-margin / 100), "w": round(x(margin / 100) - x(-margin / 100), 2)}
+    if pooled:
+        y = round(pad + row_h * (len(strata) + 0.75), 2)
+        xm, xl, xh = x(pooled["mean"]), x(pooled["ci_low"]), x(pooled["ci_high"])
+        out["diamond"] = {**pooled, "y": y, "points": f"{xl},{y} {xm},{y - 7} {xh},{y} {xm},{y + 7}"}
+    return out

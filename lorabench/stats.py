@@ -250,3 +250,60 @@ def seeds_needed(mean_diff: float, sd_diff: float, alpha: float = 0.05, power: f
         if n > max_n:
             return None
     return n
+
+
+# --- pooling strata: one effect per claim across tasks and K -------------------------------------
+
+# A stratum whose seeds all tie has no spread; its variance is floored here (an SE of 0.01 accuracy points) so it
+# counts as very precise instead of infinitely so.
+MIN_STRATUM_VARIANCE = 1e-8
+
+
+@dataclass(frozen=True)
+class PooledEffect:
+    """Random-effects pool of per-stratum paired mean differences (accuracy fractions)."""
+
+    k: int  # strata pooled
+    mean: float
+    ci_low: float
+    ci_high: float
+    se: float  # of the pooled mean: Hartung-Knapp-Sidik-Jonkman, never below the plain random-effects one
+    tau2: float  # between-strata variance of the true effects (Paule-Mandel)
+    i2: float  # share of the spread between strata that is heterogeneity, not sampling error (0..1)
+    q_pvalue: float  # Cochran's Q test of homogeneity
+    weights: list[float]  # relative random-effects weight of each stratum (sums to 1)
+    confidence: float = 0.95
+
+    @property
+    def ci(self) -> tuple[float, float]:
+        return self.ci_low, self.ci_high
+
+
+def pool_effects(effects: Iterable[float], variances: Iterable[float], confidence: float = 0.95) -> PooledEffect:
+    """Pool k >= 2 strata (e.g. the (task, K) rows of one claim), each a paired mean difference over seeds with its
+    squared standard error: a random-effects meta-analysis (`statsmodels.stats.meta_analysis.combine_effects`,
+    Paule-Mandel τ²) whose interval is the Hartung-Knapp-Sidik-Jonkman one on t(k - 1), its standard error
+    never below the plain random-effects one (the "modified" HKSJ, so strata that agree more closely than their
+    noise predicts do not shrink the interval below what their own variances give).
+
+    Why this shape: seeds are paired within a stratum (its variance is the paired SE²); strata are different tasks
+    and K, whose true effects may differ, so τ² lets them, and the HKSJ interval widens with the observed spread
+    between strata on few degrees of freedom instead of trusting normal quantiles for 3-6 strata. Paule-Mandel,
+    not DerSimonian-Laird: statsmodels' DL does not truncate a negative τ² at 0 (Q below its degrees of freedom
+    gives negative weights), and PM is the estimator the meta-analysis literature recommends over DL anyway."""
+    from statsmodels.stats.meta_analysis import combine_effects
+
+    y = np.asarray(list(effects), dtype=float)
+    v = np.maximum(np.asarray(list(variances), dtype=float), MIN_STRATUM_VARIANCE)
+    if len(y) < 2 or len(y) != len(v):
+        raise ValueError(f"pooling needs at least 2 strata with one variance each; got {len(y)} and {len(v)}")
+    with warnings.catch_warnings():  # I² = 1 - 1/H² divides by zero when the strata agree exactly (Q = 0)
+        warnings.simplefilter("ignore", RuntimeWarning)
+        res = combine_effects(y, v, method_re="pm")
+    mean, se = float(res.mean_effect_re), max(float(res.sd_eff_w_re_hksj), float(res.sd_eff_w_re))
+    half = float(sps.t.ppf(0.5 + confidence / 2, len(y) - 1)) * se
+    q = float(res.q)
+    return PooledEffect(k=len(y), mean=mean, ci_low=mean - half, ci_high=mean + half, se=se, tau2=float(res.tau2),
+                        i2=float(max(0.0, (q - (len(y) - 1)) / q)) if q > 0 else 0.0,
+                        q_pvalue=float(sps.chi2.sf(q, len(y) - 1)), weights=[float(w) for w in res.weights_rel_re],
+                        confidence=confidence)

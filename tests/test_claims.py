@@ -456,6 +456,11 @@ def test_the_claims_page_renders_its_verdict_tables_in_chromium(real_site, tmp_p
         badge = tr.one("span", "verdict")
         assert badge.text() == tr.attrs["data-verdict"] and f"verdict-{badge.text().replace(' ', '-')}" in badge.classes()
     assert page.one("a", "claims-link").attrs["class"].split() == ["claims-link", "here"]
+    pooled = page.one("table", "pooled").find_all("tr", "pooled-row")  # one line per comparison, rendered
+    assert len(pooled) == len(dom((real_site / "claims.html").read_text(encoding="utf-8")).one("table", "pooled")
+                              .find_all("tr", "pooled-row")) > 0
+    assert all(tr.one("span", "verdict").text() == tr.attrs["data-verdict"] for tr in pooled)
+    assert len(page.find_all("svg", "forest-plot")) == sum(tr.attrs["data-strata"] != "0" for tr in pooled)
     shot = tmp_path / "claims.png"
     from test_leaderboard import chromium
 
@@ -465,3 +470,36 @@ def test_the_claims_page_renders_its_verdict_tables_in_chromium(real_site, tmp_p
     artifacts = REPO / "test-artifacts"
     if artifacts.is_dir():
         shutil.copy(shot, artifacts / "claims.png")
+
+
+def test_a_claim_is_pooled_over_its_strata_with_a_forest_plot(claims_task, tmp_path):
+    """K=1: learned ahead by ~10 points on every seed; K=5: ahead by ~2; K=all: one seed only (left out, named).
+    The pooled line is the random-effects pool of the two rows with an interval, with one forest row each."""
+    from lorabench.stats import pool_effects
+    up10 = {s: BASE[s] + 0.10 + NOISE[s] for s in BASE}
+    up2 = {s: BASE[s] + 0.02 + 2 * NOISE[s] for s in BASE}
+    values = {"classifier_tuning": {1: BASE, 5: BASE, "all": BASE},
+              "learned_composition": {1: up10, 5: up2, "all": {0: 0.9}}}
+    page = build(tmp_path, claims_task, values, [
+        claim("pooled", {"a": "learned_composition", "b": "classifier_tuning", "relation": ">", "k": "*"})])
+    strata = []
+    for k, a in ((1, up10), (5, up2)):
+        d = [a[s] - BASE[s] for s in BASE]
+        m = sum(d) / 5
+        strata.append((m, sum((x - m) ** 2 for x in d) / 4 / 5))  # mean and squared paired SE
+    want = pool_effects([m for m, _ in strata], [v for _, v in strata])
+    line = page.one("table", "pooled").one("tr", "pooled-row", data_claim="pooled")
+    assert line.attrs["data-strata"] == "2" and line.attrs["data-verdict"] == (SUPPORTED if want.ci_low > 0 else UNDECIDED)
+    cells = [td.text() for td in line.find_all("td")]
+    assert cells[2] == pts(want.mean) and cells[3] == f"[{pts(want.ci_low)}, {pts(want.ci_high)}]"
+    assert cells[4:7] == ["2", "1", "10"]  # strata, tasks, seed pairs
+    assert want.i2 > 0.9 and cells[8] == f"{100 * want.i2:.0f}%"  # 10 vs 2 points: heterogeneous, and shown so
+    section = page.one("section", "claim", data_claim="pooled")
+    assert "left out: " in section.text() and f"{claims_task} K=all: fewer than 2 seeds" in section.text()
+    forest = section.one("svg", "forest-plot")
+    rows_ = forest.find_all("g", "stratum")
+    assert [(g.attrs["data-k"], float(g.attrs["data-mean"])) for g in rows_] == [
+        ("1", pytest.approx(strata[0][0])), ("5", pytest.approx(strata[1][0]))]
+    assert sum(float(g.attrs["data-weight"]) for g in rows_) == pytest.approx(1.0)
+    diamond = forest.one("g", "pooled")
+    assert float(diamond.attrs["data-ci-low"]) == pytest.approx(want.ci_low)

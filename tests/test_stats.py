@@ -247,3 +247,69 @@ def test_compare_cli_prints_the_paired_numbers_of_real_records(monkeypatch, caps
     assert f"{100 * diffs.mean():+.2f}" in out
     assert f"[{100 * (diffs.mean() - half):+.2f}, {100 * (diffs.mean() + half):+.2f}]" in out
     assert "no current records" in out  # K = 50 was not run
+
+
+# --- pooling strata (random-effects meta-analysis) --------------------------------------------------
+
+
+def _by_hand(y, v):
+    """Paule-Mandel τ² (the root of the generalised Q = k - 1, 0 if Q(0) <= k - 1), the random-effects mean and the
+    modified Hartung-Knapp-Sidik-Jonkman interval on t(k - 1), written out from their definitions."""
+    from scipy.optimize import brentq
+    y, v = np.asarray(y, float), np.asarray(v, float)
+    k = len(y)
+
+    def q(tau2):
+        w = 1 / (v + tau2)
+        return float((w * (y - (w * y).sum() / w.sum()) ** 2).sum())
+
+    tau2 = 0.0 if q(0.0) <= k - 1 else brentq(lambda t: q(t) - (k - 1), 0.0, 1.0, xtol=1e-14)
+    w = 1 / (v + tau2)
+    mean = float((w * y).sum() / w.sum())
+    se = max(math.sqrt(float((w * (y - mean) ** 2).sum()) / ((k - 1) * w.sum())), math.sqrt(1 / w.sum()))
+    half = sps.t.ppf(0.975, k - 1) * se
+    return tau2, mean, mean - half, mean + half, list(w / w.sum())
+
+
+def test_pooling_three_strata_matches_the_definitions_by_hand():
+    from lorabench.stats import pool_effects
+    y, v = [0.010, 0.020, -0.005], [1e-5, 4e-5, 2e-5]  # three (task, K) strata: mean differences and SE²
+    p = pool_effects(y, v)
+    tau2, mean, lo, hi, weights = _by_hand(y, v)
+    assert p.k == 3 and p.tau2 == pytest.approx(tau2, rel=1e-6) and p.mean == pytest.approx(mean, rel=1e-6)
+    assert (p.ci_low, p.ci_high) == (pytest.approx(lo, rel=1e-6), pytest.approx(hi, rel=1e-6))
+    assert p.weights == pytest.approx(weights, rel=1e-6)
+    w = [1 / x for x in v]  # Cochran's Q with fixed-effect weights, and I² = (Q - df) / Q
+    fe = sum(a * b for a, b in zip(w, y)) / sum(w)
+    q = sum(a * (b - fe) ** 2 for a, b in zip(w, y))
+    assert p.i2 == pytest.approx((q - 2) / q) and p.q_pvalue == pytest.approx(sps.chi2.sf(q, 2))
+
+
+def test_homogeneous_strata_pool_to_the_fixed_effect_and_the_interval_does_not_shrink_below_it():
+    from lorabench.stats import pool_effects
+    y, v = [0.010, 0.011, 0.0105], [4e-6, 4e-6, 4e-6]  # closer together than their noise: Q < df, τ² = 0
+    p = pool_effects(y, v)
+    assert p.tau2 == 0 and p.i2 == 0 and p.mean == pytest.approx(sum(y) / 3)
+    fixed_se = math.sqrt(1 / sum(1 / x for x in v))
+    assert p.se == pytest.approx(fixed_se)  # the modified HKSJ: never below the plain random-effects SE
+    assert p.ci_high - p.ci_low == pytest.approx(2 * sps.t.ppf(0.975, 2) * fixed_se)
+
+
+def test_strata_that_disagree_widen_the_pooled_interval_instead_of_averaging_it_away():
+    """+5 points on two tasks, -5 on two others, each stratum precise: the pool must not call a winner, and its
+    interval must be wider than any stratum's own and than the fixed-effect one."""
+    from lorabench.stats import pool_effects
+    y, v = [0.05, 0.052, -0.05, -0.048], [1e-5] * 4
+    p = pool_effects(y, v)
+    stratum_half = 1.96 * math.sqrt(1e-5)
+    fixed_half = 1.96 * math.sqrt(1e-5 / 4)
+    assert p.ci_low < 0 < p.ci_high and (p.ci_high - p.ci_low) / 2 > 10 * stratum_half > 10 * fixed_half
+    assert p.i2 > 0.95 and p.tau2 == pytest.approx(_by_hand(y, v)[0], rel=1e-6)
+    agree = pool_effects([0.05, 0.052, 0.05, 0.048], v)  # the same precision, agreeing: decided, narrow
+    assert agree.ci_low > 0 and agree.ci_high - agree.ci_low < (p.ci_high - p.ci_low) / 10
+
+
+def test_pooling_needs_two_strata():
+    from lorabench.stats import pool_effects
+    with pytest.raises(ValueError, match="at least 2 strata"):
+        pool_effects([0.1], [1e-4])
