@@ -35,6 +35,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 
 from lorabench.errors import SpecError
 from lorabench.leaderboard.formatting import pts
+from lorabench.leaderboard.paper import paper_accuracy, paper_table
 from lorabench.leaderboard.rows import describe_variants, variant_of
 from lorabench.leaderboard.svg import forest_plot
 from lorabench.specs import ResultRecord, Setting, k_order
@@ -387,6 +388,7 @@ class ClaimRow(BaseModel):
     params_ok: bool | None = None  # the claim's `params` relation holds (None: not asked, or not run)
     paper_a: float | None = None  # the paper's numbers (%), where transcribed
     paper_b: float | None = None
+    paper_backbone: str = ""  # the backbone the paper's numbers are on (never ours)
 
 
 class ClaimPooled(BaseModel):
@@ -604,8 +606,13 @@ def _rows_for_cell(ci: int, comp: Comparison, task: str, task_file: str | None, 
     base = dict(comparison=ci, label=comp.label, a=comp.a, b=comp.b, relation=comp.relation, margin=comp.margin,
                 task=task, task_file=task_file, backbone=backbone, k=k)
     paper = next((p for p in comp.paper if p.task == task and str(p.k) == k), None)
+    table = paper_table(task)
     if paper is not None:
         base |= dict(paper_a=paper.a, paper_b=paper.b)
+    elif table is not None:  # the paper's tables, for a task that mirrors one of its settings
+        base |= dict(paper_a=paper_accuracy(task, comp.a, k), paper_b=paper_accuracy(task, comp.b, k))
+    if table is not None and (base.get("paper_a") is not None or base.get("paper_b") is not None):
+        base["paper_backbone"] = f"{table.backbone}, {table.table}"
     if not ra or not rb:
         missing = [m for m, rs in ((comp.a, ra), (comp.b, rb)) if not rs]
         return [ClaimRow(**base, verdict=NOT_RUN, why=f"no current full-profile records of {' or '.join(missing)} "
@@ -667,8 +674,7 @@ def evaluate_claims(claims: Sequence[LoadedClaim], records: Iterable[ResultRecor
                          for c in claim.comparisons],
             rows=rows, pooled=[pool_comparison(i, comp, [r for r in rows if r.comparison == i])
                                for i, comp in enumerate(claim.comparisons)],
-            counts=counts, has_paper_numbers=any(p.a is not None or p.b is not None
-                                                            for c in claim.comparisons for p in c.paper),
+            counts=counts, has_paper_numbers=any(r.paper_a is not None or r.paper_b is not None for r in rows),
             skipped_tasks=sorted(skipped - used)))
     totals = {v: sum(c.counts[v] for c in results) for v in VERDICTS}
     files = list(dict.fromkeys(lc.file for lc in claims))

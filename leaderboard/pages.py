@@ -22,6 +22,7 @@ from lorabench.hashing import digest_json
 from lorabench.leaderboard.claims import CLAIMS_PAGE, evaluate_claims, load_claims, render_claims_page
 from lorabench.leaderboard.formatting import pct, pts
 from lorabench.leaderboard.marks import ColumnMark, mark_columns
+from lorabench.leaderboard.paper import PaperTable, paper_table
 from lorabench.leaderboard.rows import (Row, StaleRecord, build_rows, row_label, split_stale,
                                         stale_records)
 from lorabench.leaderboard.svg import accuracy_plot, diff_plot, draw_heatmaps
@@ -83,6 +84,7 @@ class TaskPage(BaseModel):
     stale: list[StaleRecord] = []
     tags: dict[str, Any] = {}  # the sweep variables of its records (sweeps.py groups pages by them)
     sweep_file: str = ""  # its sweep page, if it is part of one
+    paper: PaperTable | None = None  # the paper's own table for the setting this task mirrors
 
 
 class SiteReport(BaseModel):
@@ -188,7 +190,7 @@ def task_page(name: str, records: list[ResultRecord], file: str, profile: str = 
         backbones=sorted({r.backbone for r in records}), metric=latest.metric, registered=spec is not None,
         spec=spec.model_dump(mode="json") if spec else None, ks=ks, seeds=seeds, rows=rows, best=best, marks=marks,
         plot=accuracy_plot(rows, ks), diff_plot=diff_plot(rows, ks), unrun_ks=unrun_ks, flags=flags,
-        provenance=provenance(records), tags=latest.tags,
+        provenance=provenance(records), tags=latest.tags, paper=paper_table(name),
     )
 
 

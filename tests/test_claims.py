@@ -503,3 +503,30 @@ def test_a_claim_is_pooled_over_its_strata_with_a_forest_plot(claims_task, tmp_p
     assert sum(float(g.attrs["data-weight"]) for g in rows_) == pytest.approx(1.0)
     diamond = forest.one("g", "pooled")
     assert float(diamond.attrs["data-ci-low"]) == pytest.approx(want.ci_low)
+
+
+def test_the_papers_numbers_come_from_its_data_file_to_the_pacs_page_and_the_claims(tmp_path, monkeypatch):
+    """Change one number in a copy of the shipped tables: the PACS art page and the claims row show the changed
+    number (so nothing is typed into a template), labelled with the paper's backbone."""
+    from lorabench.leaderboard import paper
+    raw = yaml.safe_load(paper.PAPER_TABLES.read_text(encoding="utf-8"))
+    assert raw["source"].startswith("arXiv:2402.15414")  # the source line is shipped with the numbers
+    raw["tables"]["table7_pacs_art_painting"]["rows"]["learned"][0] = [12.34, 5.67]
+    changed = tmp_path / "tables.yaml"
+    changed.write_text(yaml.safe_dump(raw), encoding="utf-8")
+    monkeypatch.setattr(paper, "PAPER_TABLES", changed)
+    task = "pacs_art_painting"
+    recs = {f"{m}_s{s}": fake_record(task, 0.5 + 0.01 * s + (0.05 if m == "learned_composition" else 0), 1, s, method=m)
+            for m in ("learned_composition", "full_finetune") for s in (0, 1, 2)}
+    write_records(tmp_path / "results" / task, recs)
+    report = build_site(tmp_path / "results", tmp_path / "site")
+    page = dom((tmp_path / "site" / f"task-{task}.html").read_text(encoding="utf-8"))
+    table = page.one("div", "paper-table")
+    assert table.attrs["data-paper-task"] == "pacs_art_painting_vit_b32" and "ViT-B/32, not ours" in table.text()
+    cell = table.one("tr", data_method="learned_composition").one("td", data_k="1")
+    assert cell.one("span", "mean").text() == "12.34" and cell.one("span", "pm").text().strip() == "± 5.67"
+    full = raw["tables"]["table7_pacs_art_painting"]["rows"]["full_ft"][0][0]
+    claims = dom(report.claims.read_text(encoding="utf-8"))
+    row = rows(claims, "few_shot_composition_beats_full_finetune")[(task, "1", "learned_composition>full_finetune")]
+    assert row.one("td", "paper").text().startswith(f"12.34 / {full} ({12.34 - full:+.2f})")
+    assert "paper: ViT-B/32, Table 7" in row.one("td", "paper").text()
