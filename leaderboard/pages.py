@@ -162,8 +162,10 @@ def task_page(name: str, records: list[ResultRecord], file: str, profile: str = 
     # Only the K values something was run at: a grid K with no record gets no column and no plot slot.
     ks = sorted({str(r.k) for r in records}, key=k_order)
     unrun_ks = sorted({str(k) for k in spec.k_grid} - set(ks), key=k_order) if spec else []
-    seeds = list(spec.seeds) if spec else sorted({r.seed for r in records})
-    rows, flags = build_rows(records, ks, seeds)
+    run_seeds = sorted({r.seed for r in records})
+    seeds_of = {k: (spec.seeds_for(k if k == "all" else int(k)) if spec else run_seeds) for k in ks}
+    seeds = sorted({s for k in ks for s in seeds_of[k]}) if spec else run_seeds
+    rows, flags = build_rows(records, ks, seeds_of)
     draw_heatmaps(rows)
     if profile == "full":
         marks = mark_columns(rows, ks)
@@ -183,7 +185,8 @@ def task_page(name: str, records: list[ResultRecord], file: str, profile: str = 
                      "the table and listed below; re-run those cells for current results.")
     incomplete = sum(1 for r in rows for c in r.cells.values() if c.values and c.missing_seeds)
     if incomplete:
-        flags.append(f"{incomplete} cell(s) have fewer seeds than the task's {len(seeds)} ({', '.join(map(str, seeds))}).")
+        flags.append(f"{incomplete} cell(s) have fewer seeds than the task's default for their K "
+                     f"({', '.join(f'K = {k}: {len(seeds_of[k])}' for k in ks)}).")
     latest = max(records, key=lambda r: r.created_at)
     return TaskPage(
         name=name, profile=profile, upstream_checks=checks, stale=stale_rows, file=file, setting=latest.setting, suite=latest.suite,

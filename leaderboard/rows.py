@@ -160,8 +160,9 @@ def _row_command(rec: ResultRecord, ks: list[str], seeds: list[int]) -> str:
     return re.sub(r"--seeds \S+", lambda _: "--seeds " + ",".join(map(str, seeds)), cmd)
 
 
-def build_rows(records: list[ResultRecord], ks: list[str], seeds: list[int]) -> tuple[list[Row], list[str]]:
-    """Rows of one task's table, plus page-level flags (disagreements) in words."""
+def build_rows(records: list[ResultRecord], ks: list[str], seeds: dict[str, list[int]]) -> tuple[list[Row], list[str]]:
+    """Rows of one task's table, plus page-level flags (disagreements) in words. `seeds`: the expected seeds
+    of each K (a task's few-shot and many-shot seed lists differ)."""
     flags: list[str] = []
     by_method: dict[tuple[str, str], dict[str, list[ResultRecord]]] = defaultdict(lambda: defaultdict(list))
     variants: dict[str, dict[str, Any]] = {}
@@ -178,7 +179,7 @@ def build_rows(records: list[ResultRecord], ks: list[str], seeds: list[int]) -> 
             recs = groups[key]
             row = Row(anchor="", method=method, backbone=backbone, variant=label)
             for k in ks:
-                cell = Cell(k=k, expected_seeds=seeds)
+                cell = Cell(k=k, expected_seeds=seeds[k])
                 _fill_cell(cell, [r for r in recs if str(r.k) == k])
                 row.cells[k] = cell
             row.trainable_params = sorted({r.trainable_params for r in recs})

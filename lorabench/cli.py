@@ -20,6 +20,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from rich.table import Table
 
 from lorabench.errors import ConfigError, LorabenchError
+from lorabench.specs import FEW_SHOT_MAX_K
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, help="Benchmark LoRA composition for few-shot transfer.")
 # Piped output (files, CI logs, tests) is rendered wide rather than wrapped at rich's 80-column default.
@@ -71,6 +72,14 @@ def _split_names(values: list[str]) -> list[str]:
 class ExecutorKind(str, Enum):
     local = "local"
     ray = "ray"
+
+
+def _seeds_words(spec) -> str:
+    """'0-9 (K <= 10), 0-2 (larger K)': a task's default seeds per K range."""
+    def span(s: list[int]) -> str:
+        return f"{s[0]}-{s[-1]}" if len(s) > 2 and s == list(range(s[0], s[-1] + 1)) else ",".join(map(str, s))
+    few, many = span(spec.seeds), span(spec.seeds_many_shot)
+    return few if few == many else f"{few} (K <= {FEW_SHOT_MAX_K}), {many} (larger K)"
 
 
 @app.command()
@@ -301,7 +310,7 @@ def list_(what: Listable = typer.Argument(..., help="tasks, methods or backbones
         for spec in sorted(all_tasks().values(), key=lambda s: (s.suite, s.name)):
             table.add_row(spec.name, spec.setting, spec.suite, spec.modality, spec.backbone,
                           str(len(spec.upstream)),
-                          ",".join(map(str, spec.k_grid)), ",".join(map(str, spec.seeds)))
+                          ",".join(map(str, spec.k_grid)), _seeds_words(spec))
     elif what == Listable.methods:
         from lorabench.method import METHODS
 

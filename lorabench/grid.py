@@ -42,7 +42,7 @@ def expand_grid(methods: list[str], tasks: list[str], ks: list[KValue] | None, s
                 raise ConfigError(f"--upstream was given, but method {method!r} does not use upstream modules; "
                                   f"methods that do: {', '.join(n for n in METHODS.names() if METHODS.get(n).needs_upstream)}.")
             for k in (ks or task.k_grid):
-                for seed in (seeds if seeds is not None else task.seeds):
+                for seed in (seeds if seeds is not None else task.seeds_for(k)):
                     cells.append(identify(RunConfig(task=task_name, method=method, backbone=backbone or task.backbone,
                                                     k=k, seed=seed, **common)))
     return cells

@@ -21,6 +21,7 @@ def k_order(k: KValue | str) -> tuple[int, int]:
     return (1, 0) if str(k) == "all" else (0, int(k))
 Setting = Literal["label_shift", "covariate_shift", "task_shift"]
 Modality = Literal["image", "multiple_choice"]
+FEW_SHOT_MAX_K = 10  # K up to this is few-shot: a task's `seeds` apply; beyond it (and K = all), `seeds_many_shot`
 MODALITIES: tuple[str, ...] = ("image", "multiple_choice")  # the one vocabulary of tasks, methods and backbones
 
 
@@ -200,7 +201,10 @@ class TaskSpec(_Strict):
     upstream: list[UpstreamSpec] = Field(min_length=1)
     downstream: DownstreamSpec
     k_grid: list[KValue] = Field(min_length=1)
-    seeds: list[int] = Field(default_factory=lambda: [0, 1, 2], min_length=1)
+    seeds: list[int] = Field(default_factory=lambda: list(range(10)), min_length=1,
+                             description=f"seeds at few-shot K (K <= {FEW_SHOT_MAX_K}, K = 0 included)")
+    seeds_many_shot: list[int] = Field(default_factory=lambda: [0, 1, 2], min_length=1,
+                                       description=f"seeds at K > {FEW_SHOT_MAX_K} and K = all")
     metric: Literal["accuracy"] = "accuracy"
     preprocessing: Preprocessing = Preprocessing()
     recipe: Recipe = Recipe()
@@ -236,6 +240,11 @@ class TaskSpec(_Strict):
         if len(set(names)) != len(names):
             raise ValueError(f"upstream names must be unique, got {names}")
         return self
+
+    def seeds_for(self, k: KValue) -> list[int]:
+        """The default seeds of a K: `seeds` in the few-shot range (at K <= 10 the per-seed spread is 10-20
+        points, and ten seeds are what it takes to decide a comparison), `seeds_many_shot` beyond it."""
+        return list(self.seeds) if k != "all" and k <= FEW_SHOT_MAX_K else list(self.seeds_many_shot)
 
 
 class RunConfig(_Strict):

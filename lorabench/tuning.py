@@ -15,6 +15,7 @@ from __future__ import annotations
 import itertools
 from datetime import datetime, timezone
 from pathlib import Path
+from collections.abc import Iterable
 from typing import Any
 
 import numpy as np
@@ -38,15 +39,14 @@ def tuning_path(results_dir: str | Path, task: str, method: str, profile: str) -
     return Path(results_dir) / TUNING_DIR / task / f"{method}__{profile}.json"
 
 
-def validation_draw(labels: np.ndarray, task_name: str, ks: list[KValue], seeds: list[int], per_class: bool,
+def validation_draw(labels: np.ndarray, task_name: str, supports: Iterable[tuple[KValue, int]], per_class: bool,
                     n_val: int) -> tuple[np.ndarray, np.ndarray]:
-    """(validation indices, tuning pool): both outside every evaluation support set of (ks × seeds)."""
+    """(validation indices, tuning pool): both outside every evaluation support set of the (K, seed) pairs."""
     used: set[int] = set()
-    for k in ks:
+    for k, seed in supports:
         if k in ("all", 0):
             continue
-        for seed in seeds:
-            used |= set(sample_support(labels, k, derive_seed(task_name, k, seed, "support"), per_class).tolist())
+        used |= set(sample_support(labels, k, derive_seed(task_name, k, seed, "support"), per_class).tolist())
     rest = np.setdiff1d(np.arange(len(labels)), np.fromiter(used, dtype=np.int64, count=len(used)))
     rng = np.random.default_rng(derive_seed(task_name, "tune-validation"))
     if per_class:
@@ -72,8 +72,8 @@ def select(task_name: str, method: str, profile: str = "full", ks: list[KValue] 
         raise ConfigError(f"Task {task_name!r}: no K in {ks or task.k_grid} to tune on (K = 0 and 'all' are left out).")
     per_class = task.modality != "multiple_choice"
     train_ex = load_examples(task.downstream.train, data_dir)
-    val_idx, pool = validation_draw(train_ex.labels, task.name, list(task.k_grid), list(task.seeds), per_class,
-                                    n_val)
+    val_idx, pool = validation_draw(train_ex.labels, task.name, [(k, s) for k in task.k_grid for s in task.seeds_for(k)],
+                                    per_class, n_val)
     smallest = (int(np.bincount(train_ex.labels[pool]).min()) if per_class else len(pool)) if len(pool) else 0
     if not len(val_idx) or smallest < max(grid_ks):
         raise ConfigError(f"Task {task_name!r}: after setting aside every evaluation support set, {len(val_idx)} "

@@ -55,7 +55,8 @@ def run(args: argparse.Namespace) -> None:
     # Disjoint from every evaluation support set of the few-shot K (<= 10) at seeds 0-9; the K = 50 / 100 supports
     # of a 205-per-class pool would leave nothing (those cells are not what this recipe is chosen on).
     few = [k for k in task.k_grid if k != "all" and k <= 10]
-    val_idx, pool = validation_draw(train_ex.labels, task.name, few, list(range(10)), per_class, args.n_val)
+    val_idx, pool = validation_draw(train_ex.labels, task.name, [(k, s) for k in few for s in range(10)], per_class,
+                                    args.n_val)
     smallest = int(np.bincount(train_ex.labels[val_idx]).min()) if per_class else len(val_idx)
     if smallest < min(20, args.n_val):  # a class may have fewer than --n-val left: take what there is, not too few
         sys.exit(f"only {smallest} validation examples left in a class ({len(val_idx)} in all)")

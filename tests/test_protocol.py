@@ -283,9 +283,9 @@ def test_tune_selects_one_configuration_per_task_on_data_no_support_set_uses(qui
 
     task = get_task(quick_task)
     labels = load_examples(task.downstream.train).labels
-    val, pool = validation_draw(labels, task.name, task.k_grid, task.seeds, True, 20)
+    val, pool = validation_draw(labels, task.name, [(k, s) for k in task.k_grid for s in task.seeds_for(k)], True, 20)
     for k in task.k_grid:
-        for seed in task.seeds:
+        for seed in task.seeds_for(k):
             used = sample_support(labels, k, derive_seed(task.name, k, seed, "support"), True)
             assert not set(used) & (set(val) | set(pool))
     assert len(val) == 40 and not set(val) & set(pool)
@@ -334,3 +334,13 @@ def test_the_library_suite_runs_on_the_smoke_profile(shared_data, tmp_path):
     assert arrow.composition.upstream == names
     best = next(r for r in recs if r.method == "best_single_upstream")
     assert best.extras["chosen"] in names and len(best.extras["support_loss"]) == 10
+
+
+def test_a_grid_without_seeds_runs_ten_at_few_shot_k_and_three_beyond():
+    """The default seeds per K: 0-9 at K <= 10 (and K = 0), the task's many-shot list (0-2) at K > 10 and 'all'."""
+    task = get_task("pacs_art_painting")
+    cells = expand_grid(["classifier_tuning"], ["pacs_art_painting"], [1, 10, 50, "all"], None, None)
+    seeds = {k: sorted(c.seed for c in cells if c.k == k) for k in (1, 10, 50, "all")}
+    assert seeds == {1: list(range(10)), 10: list(range(10)), 50: [0, 1, 2], "all": [0, 1, 2]}
+    assert task.seeds_for(0) == list(range(10))
+    assert [c.seed for c in expand_grid(["classifier_tuning"], ["pacs_art_painting"], [1], [4], None)] == [4]
