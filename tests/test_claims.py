@@ -277,6 +277,10 @@ def test_verdicts_per_task_and_k_on_the_page(claims_task, tmp_path):
     assert "dropped" in one.one("td", "verdict-cell").text()  # the seeds uniform did not run are named
     not_run = got[(t, "5", "learned_composition>lora")]
     assert not_run.attrs["data-verdict"] == NOT_RUN and "no current full-profile records of lora at K=5" in not_run.text()
+    section = page.one("section", "claim", data_claim="mine")  # strata not run wait behind a toggle
+    hidden = section.one("details", "not-run-rows").find_all("tr", "claim-row")
+    assert [tr.attrs["data-verdict"] for tr in hidden] == [NOT_RUN]
+    assert NOT_RUN not in [tr.attrs["data-verdict"] for tr in section.one("table", "verdicts").find_all("tr", "claim-row")]
     counts = {li.attrs["data-verdict"]: li.one("span", "count").text()
               for li in page.one("section", "claim", data_claim="mine").one("ul", "claim-counts").find_all("li")}
     assert counts == {"supported": "2", "contradicted": "1", "undecided": "1", "not run": "1"}
@@ -445,9 +449,9 @@ def test_the_page_from_the_committed_records_has_pacs_and_arc_rows(real_site):
 @needs_chromium
 def test_the_claims_page_renders_its_verdict_tables_in_chromium(real_site, tmp_path):
     page = browser_dom(real_site / "claims.html", tmp_path)
-    tables = page.find_all("table", "verdicts")
-    assert len(tables) == 4
-    static = dom((real_site / "claims.html").read_text(encoding="utf-8")).find_all("table", "verdicts")
+    tables = page.find_all("table", "claims")  # the verdict tables and those of strata not run (behind a toggle)
+    static = dom((real_site / "claims.html").read_text(encoding="utf-8")).find_all("table", "claims")
+    assert len(tables) == len(static) and len(page.find_all("table", "verdicts")) == 3
     for task in ("pacs_art_painting", "digits", "split_cifar10"):  # every row the page holds is rendered
         count = sum(tr.attrs["data-task"] == task for t in tables for tr in t.find_all("tr", "claim-row"))
         assert count == sum(tr.attrs["data-task"] == task for t in static for tr in t.find_all("tr", "claim-row")), task
@@ -530,3 +534,12 @@ def test_the_papers_numbers_come_from_its_data_file_to_the_pacs_page_and_the_cla
     row = rows(claims, "few_shot_composition_beats_full_finetune")[(task, "1", "learned_composition>full_finetune")]
     assert row.one("td", "paper").text().startswith(f"12.34 / {full} ({12.34 - full:+.2f})")
     assert "paper: ViT-B/32, Table 7" in row.one("td", "paper").text()
+
+
+def test_the_index_opens_with_the_pooled_verdicts_and_links_the_claims_first(real_site):
+    index = (real_site / "index.html").read_text(encoding="utf-8")
+    assert index.index('class="claims-overview"') < index.index('<table class="index">')
+    lines = dom(index).one("section", "claims-overview").find_all("li")
+    pooled = dom((real_site / "claims.html").read_text(encoding="utf-8")).one("table", "pooled").find_all("tr", "pooled-row")
+    assert [(li.attrs["data-claim"], li.attrs["data-verdict"]) for li in lines] == [
+        (tr.attrs["data-claim"], tr.attrs["data-verdict"]) for tr in pooled] and lines
