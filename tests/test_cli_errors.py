@@ -264,24 +264,46 @@ def test_a_write_failure_fails_the_cell_and_stops_the_grid_with_what_is_left(wor
     assert not [p for p in out.rglob("*") if p.is_file()]  # no partial or temporary file left
 
 
+# The CLI in a child process whose second cell holds (it marks that it started, then waits): the interrupt arrives
+# while a cell is running, on a fast machine or a loaded one, instead of racing the grid to its end.
+HOLD_SECOND_CELL = """
+import pathlib, sys, time
+import lorabench.grid as grid
+marker = pathlib.Path(sys.argv.pop(1))
+real, calls = grid.run_cell, []
+def held(cfg, *args, **kwargs):
+    calls.append(cfg)
+    if len(calls) == 2:
+        marker.touch()
+        time.sleep(600)
+    return real(cfg, *args, **kwargs)
+grid.run_cell = held
+sys.argv[0] = "lorabench"
+from lorabench.cli import main
+main()
+"""
+
+
 def test_ctrl_c_says_how_many_cells_are_done_and_how_to_resume(world, tmp_path):
     import signal
     import time
 
-    out = tmp_path / "r"
-    args = [sys.executable, "-m", "lorabench.cli", "run", "-m", "classifier_tuning", "-t", world["task"], "--k", "1,5",
-            "--seeds", "0,1,2", "--results-dir", str(out), "--cache-dir", str(world["root"] / "cache")]
+    out, started = tmp_path / "r", tmp_path / "second-cell-started"
+    args = [sys.executable, "-c", HOLD_SECOND_CELL, str(started), "run", "-m", "classifier_tuning", "-t", world["task"],
+            "--k", "1,5", "--seeds", "0,1,2", "--results-dir", str(out), "--cache-dir", str(world["root"] / "cache")]
     proc = subprocess.Popen(args, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     deadline = time.time() + 240
-    while time.time() < deadline and not list(out.rglob("*.json")):
+    while time.time() < deadline and not started.exists() and proc.poll() is None:
         time.sleep(0.05)
+    assert started.exists(), "the second cell never started"
     proc.send_signal(signal.SIGINT)
     stdout, stderr = proc.communicate(timeout=120)
     flat = " ".join((stdout + stderr).split())
     assert proc.returncode == 130, flat
     assert "Traceback" not in flat
-    n_done = len(list(out.rglob("*.json")))
-    assert f"interrupted: {n_done} cell(s) done" in flat and "re-run the same command to resume" in flat
+    assert len(list(out.rglob("*.json"))) == 1  # the first cell's record, and no other
+    assert "interrupted: 1 cell(s) done, 0 skipped, 0 failed, 5 not finished" in flat
+    assert "re-run the same command to resume" in flat
 
 
 def test_a_cell_whose_training_diverges_fails_with_exit_1_and_writes_nothing(world, tmp_path, monkeypatch, capsys):
