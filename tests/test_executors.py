@@ -152,25 +152,36 @@ def _busy_ray_workers() -> list[int]:
 @pytest.mark.slow
 @pytest.mark.skipif(not Path("/proc/self/cmdline").exists(), reason="finds Ray workers through /proc")
 def test_killed_worker_loses_one_cell_and_the_cli_rerun_completes_only_the_missing(quick_task, ray_executor,
-                                                                                  cache, tmp_path):
+                                                                                  cache, tmp_path, monkeypatch):
     results = tmp_path / "r"
     cells = grid(quick_task, results, cache, methods=["classifier_tuning"])
+    victim, mark = cells[2].cell_id(), tmp_path / "victim.pid"
     killed: list[int] = []
-    starts: list[str] = []
 
-    def kill_a_busy_worker(kind, cfg, *rest):
-        if kind == "start":
-            starts.append(cfg.cell_id())
-        if kind == "start" and len(starts) == 3:  # submitted after a cell finished; a worker is taking it up
-            deadline = time.time() + 60
-            while not killed and time.time() < deadline:
-                for pid in _busy_ray_workers():
-                    os.kill(pid, signal.SIGKILL)
-                    killed.append(pid)
+    def held(cfg, _victim=victim, _mark=str(mark)):  # pickled by value: the Ray worker runs this
+        if cfg.cell_id() == _victim:  # say which process holds the cell, then hold it until killed
+            import os as os_
+            import pathlib
+            import time as time_
+            pathlib.Path(_mark).write_text(str(os_.getpid()))
+            time_.sleep(600)
+        from lorabench.grid import execute_cell
+        return execute_cell(cfg)
+
+    def kill_the_worker_holding_the_victim(kind, cfg, *rest):
+        if kind == "start" and cfg.cell_id() == victim:  # wait for the event (the worker holds it), not a delay
+            deadline = time.time() + 240
+            while not (mark.exists() and mark.read_text()) and time.time() < deadline:
                 time.sleep(0.01)
+            pid = int(mark.read_text())
+            assert pid in _busy_ray_workers()
+            os.kill(pid, signal.SIGKILL)
+            killed.append(pid)
 
-    first = run_grid(cells, on_event=kill_a_busy_worker, executor=ray_executor)
-    assert killed and first.failed, "a worker should have been killed while running a cell"
+    monkeypatch.setattr("lorabench.grid.execute_cell", held)
+    first = run_grid(cells, on_event=kill_the_worker_holding_the_victim, executor=ray_executor)
+    monkeypatch.undo()
+    assert killed and [c.cell_id() for c, _ in first.failed] == [victim]  # exactly the held cell was lost
     assert all("Ray lost this job" in why for _, why in first.failed)
     assert len(first.done) + len(first.failed) == 4  # the others went on
     before = {p: p.stat().st_mtime_ns for p in results.rglob("*.json")}
