@@ -36,13 +36,25 @@ def _empty(**extra: Any) -> dict[str, Any]:
     return {"width": w, "height": h, "series": [], "xticks": [], "yticks": [], "empty": True, **extra}
 
 
+def _whole_steps(lo: float, hi: float, step: float) -> tuple[float, float]:
+    """[lo, hi] widened outward to whole steps (at least one step wide)."""
+    lo, hi = math.floor(lo / step + 1e-9) * step, math.ceil(hi / step - 1e-9) * step
+    return lo, max(hi, lo + step)
+
+
+def _diff_scale(vals: list[float]) -> tuple[float, float, float]:
+    """(lo, hi, step) for paired differences of accuracies: their range within [-1, 1] and the first of
+    DIFF_STEPS that gives at most 6 ticks."""
+    lo, hi = max(-1.0, min(vals)), min(1.0, max(vals))
+    return lo, hi, next((s for s in DIFF_STEPS if max(hi - lo, 0.02) / s <= 6), DIFF_STEPS[-1])
+
+
 def _axes(lo: float, hi: float, step: float, ks: list[str], tick: Callable[[float], str], clamp: bool = False
           ) -> tuple[float, float, Callable[[float], float], dict[str, float], float, dict[str, Any]]:
     """[lo, hi] widened to whole steps, and the frame both plots share: (lo, hi, y(value) in px, x per K,
     the width of one K slot, the frame's keys with its ticks). `clamp`: y pins values outside [lo, hi]."""
     w, h, left, right, top, bottom = FRAME
-    lo, hi = math.floor(lo / step + 1e-9) * step, math.ceil(hi / step - 1e-9) * step
-    hi = max(hi, lo + step)
+    lo, hi = _whole_steps(lo, hi, step)
     plot_w, plot_h = w - left - right, h - top - bottom
 
     def y(v: float) -> float:
@@ -133,9 +145,7 @@ def diff_plot(rows: list[Row], ks: list[str]) -> dict[str, Any]:
     used = [k for k in ks if any(k in p[4] for p in pairs)]
     vals = [0.0] + [v for p in pairs for c in p[4].values()
                     for v in (c.mean_diff, *(c.ci or ()))]
-    lo, hi = max(-1.0, min(vals)), min(1.0, max(vals))  # a difference of accuracies lies in [-1, 1]
-    step = next((s for s in DIFF_STEPS if max(hi - lo, 0.02) / s <= 6), DIFF_STEPS[-1])
-    lo, hi, y, xs, slot, frame = _axes(lo, hi, step, used, _pts_tick, clamp=True)
+    lo, hi, y, xs, slot, frame = _axes(*_diff_scale(vals), used, _pts_tick, clamp=True)
     dodge = min(8.0, slot / (2 * len(pairs)))
     series = []
     for j, (i, a, b, label, comps) in enumerate(pairs):
@@ -228,10 +238,8 @@ def forest_plot(strata: list[dict[str, Any]], pooled: dict[str, Any] | None, mar
         vals += [pooled["ci_low"], pooled["ci_high"]]
     if margin is not None:
         vals += [-margin / 100, margin / 100]
-    lo, hi = max(-1.0, min(vals)), min(1.0, max(vals))
-    step = next((s for s in DIFF_STEPS if max(hi - lo, 0.02) / s <= 6), DIFF_STEPS[-1])
-    lo, hi = math.floor(lo / step + 1e-9) * step, math.ceil(hi / step - 1e-9) * step
-    hi = max(hi, lo + step)
+    lo, hi, step = _diff_scale(vals)
+    lo, hi = _whole_steps(lo, hi, step)
     x0, x1 = label_w + 10, w - right
 
     def x(v: float) -> float:

@@ -347,8 +347,7 @@ class AdaptedLayer(nn.Module):
         if self.reuse is not None and "weight" in self.reuse:
             weight = self.reuse["weight"]
         else:
-            with exact(x):
-                weight = self.base.weight + self.composed_delta().reshape(self.base.weight.shape)
+            weight = self.base.weight + self.composed_delta().reshape(self.base.weight.shape)  # composed_delta: fp32
             if self.reuse is not None:
                 self.reuse["weight"] = weight
         if self.conv:
