@@ -26,6 +26,7 @@ from lorabench.specs import step_budget
 from lorabench.views import random_views
 
 _FEATURES: dict[str, torch.Tensor] = {}
+EVAL_BATCH_CPU, EVAL_BATCH_CUDA = 64, 512  # see eval_batch_size
 
 
 def minibatches(n: int, batch_size: int, gen: torch.Generator) -> Iterable[torch.Tensor]:
@@ -49,8 +50,13 @@ def train_batch(split: Split, idx: torch.Tensor, hp: dict[str, Any], gen: torch.
     return batch
 
 
-@torch.no_grad()
-def extract_features(backbone: Backbone, split: Split, cache: bool | str | None = True, batch_size: int = 64,
+def eval_batch_size(device: torch.device | str) -> int:
+    """Batch of inference (features, predictions): nothing is kept for a backward pass, so on an accelerator
+    a big batch fills it; on the CPU 64 already keeps the cores busy and bounds the activations' memory."""
+    return EVAL_BATCH_CUDA if torch.device(device).type == "cuda" else EVAL_BATCH_CPU
+
+
+def extract_features(backbone: Backbone, split: Split, cache: bool | str | None = True, batch_size: int | None = None,
                      views: int = 0, view_seed: int = 0, hp: dict[str, Any] | None = None) -> torch.Tensor:
     """Features of every example (CPU tensor): [n, d] of the resized images, or with `views` = V > 0,
     [V, n, d] of V random views per example (view v of the whole split is drawn from (view_seed, v), so
@@ -65,16 +71,19 @@ def extract_features(backbone: Backbone, split: Split, cache: bool | str | None 
         if key in _FEATURES:
             return _FEATURES[key]
     backbone.model.eval()
+    batch_size = batch_size or eval_batch_size(backbone.device())
     passes = []
-    for v in range(max(views, 1)):
-        gen = generator(view_seed, "view", v) if views else None
-        chunks = []
-        for i in range(0, len(split), batch_size):
-            idx = torch.arange(i, min(i + batch_size, len(split)))
-            batch = train_batch(split, idx, {**aug, "augment": True}, gen) if views else split.batch(idx)
-            chunks.append(backbone.features(batch).float().cpu())
-        passes.append(torch.cat(chunks) if chunks else torch.empty(0, backbone.feature_dim))
-    feats = torch.stack(passes) if views else passes[0]
+    with torch.inference_mode():
+        for v in range(max(views, 1)):
+            gen = generator(view_seed, "view", v) if views else None
+            chunks = []
+            for i in range(0, len(split), batch_size):
+                idx = torch.arange(i, min(i + batch_size, len(split)))
+                batch = train_batch(split, idx, {**aug, "augment": True}, gen) if views else split.batch(idx)
+                chunks.append(backbone.features(batch).float().cpu())
+            passes.append(torch.cat(chunks) if chunks else torch.empty(0, backbone.feature_dim))
+        feats = torch.stack(passes) if views else passes[0]
+    feats = feats.clone()  # a normal tensor: heads train on these features, and autograd refuses inference tensors
     if key is not None:
         _FEATURES[key] = feats
     return feats
@@ -262,11 +271,12 @@ def train_end_to_end(backbone: Backbone, head: nn.Module, groups: list[dict], sp
             "first_loss": losses[0] if losses else math.nan, "final_loss": sum(tail) / len(tail), "trace": trace}
 
 
-@torch.no_grad()
+@torch.inference_mode()
 def predict(backbone: Backbone, head: nn.Module, split: Split, feats: torch.Tensor | None = None,
-            batch_size: int = 64) -> torch.Tensor:
+            batch_size: int | None = None) -> torch.Tensor:
     """Predicted class / choice per example; uses `feats` when given (frozen-feature methods)."""
     backbone.model.eval()
+    batch_size = batch_size or eval_batch_size(backbone.device())
     dev = next(head.parameters()).device
     preds = []
     for i in range(0, len(split), batch_size):
