@@ -3,7 +3,7 @@
 A method gets a `MethodContext` (the cell's backbone, the upstream adapters, the number of classes,
 the cell's named random streams) and implements three hooks: `prepare`, `fit(support)`, `predict(split)`.
 It reports its trainable parameters excluding the head, and the head's. It never sees the
-evaluator. Built-in methods live in `methods/` and are found through the same entry-point group
+evaluator. Built-in methods live in `lorabench/methods/` and are found through the same entry-point group
 (`lorabench.methods`) as third-party plugins.
 """
 

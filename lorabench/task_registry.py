@@ -1,4 +1,4 @@
-"""Load task specs from YAML files: the built-in `tasks/` folder plus folders in LORABENCH_TASKS.
+"""Load task specs from YAML files: the built-in `lorabench/tasks/` folder plus folders in LORABENCH_TASKS.
 
 Task files are written by hand; these keep them short without a generator:
 

@@ -20,7 +20,7 @@ from lorabench.task_registry import (_RESOLVED, _all_tasks, all_tasks, get_task,
 from conftest import QUICK_TASK
 
 REPO = Path(__file__).resolve().parents[1]
-TASKS = REPO / "tasks"
+TASKS = REPO / "lorabench" / "tasks"
 PAPER = "Asadi et al. (2024). Does Combining Parameter-efficient Modules Improve Few-shot Transfer Accuracy?"
 
 

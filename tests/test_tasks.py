@@ -20,7 +20,7 @@ from lorabench.seeding import derive_seed
 from lorabench.task_registry import all_tasks, get_task, load_task_specs
 
 REPO = Path(__file__).resolve().parents[1]
-TASK_FILES = sorted(p for p in (REPO / "tasks").glob("*.yaml") if not p.name.startswith("_"))  # _*.yaml: bases
+TASK_FILES = sorted(p for p in (REPO / "lorabench" / "tasks").glob("*.yaml") if not p.name.startswith("_"))  # _*.yaml: bases
 PAPER_K = {"label_shift": [1, 2, 5, 10, 20, 50, "all"], "covariate_shift": [1, 5, 10, 50, 100, "all"],
            "task_shift": [1, 2, 5, 10, 20, 50, "all"], "multiple_choice": [0, 1, 2, 3, 4, 5]}
 
