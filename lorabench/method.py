@@ -9,6 +9,7 @@ evaluator. Built-in methods live in `lorabench/methods/` and are found through t
 
 from __future__ import annotations
 
+from abc import ABC, abstractmethod
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
@@ -25,7 +26,6 @@ from lorabench.specs import MODALITIES, Composition, Recipe, TaskSpec
 from lorabench.training import (count_params, extract_features, predict, relative_shift, support_bank,
                                 train_end_to_end, train_head)
 
-METHODS: Registry[type["Method"]] = Registry("method", entry_point_group="lorabench.methods")
 
 def require_fit(task: TaskSpec, method: str) -> type["Method"]:
     """The method class, once `method` is known to exist (a bad name fails with suggestions) and to apply
@@ -72,8 +72,9 @@ class MethodContext:
     monitor: Split | None = None
 
 
-class Method:
-    """The plugin contract. Subclass, set the class attributes, implement the hooks, and register the
+class Method(ABC):
+    """The plugin contract (`fit`, `predict` and `trainable_params` are abstract: a class missing one cannot be
+    instantiated, and the registry refuses it when it is loaded, before any work). Subclass, set the class attributes, implement the hooks, and register the
     class under the `lorabench.methods` entry-point group. The evaluator calls, once per cell:
     `Method(**hparams)` → `prepare(ctx)` → `fit(support)` → `predict(test)` → `trainable_params()`,
     `head_params()`, `extras()`. A method never sees the test labels, the evaluator or the results.
@@ -149,16 +150,18 @@ class Method:
         torch.manual_seed(ctx.streams.init)  # head / LoRA init
         self.head = ctx.backbone.make_head(ctx.num_classes).to(ctx.backbone.device())
 
+    @abstractmethod
     def fit(self, support: Split) -> None:
-        raise NotImplementedError
+        """Train on the K-shot support set (possibly empty: K = 0)."""
 
+    @abstractmethod
     def predict(self, split: Split) -> torch.Tensor:
-        raise NotImplementedError
+        """A [len(split)] tensor of predicted class / choice indices."""
 
     # -- reporting ------------------------------------------------------------------------------
+    @abstractmethod
     def trainable_params(self) -> int:
         """Trainable parameters excluding the head."""
-        raise NotImplementedError
 
     def head_params(self) -> int:
         return count_params(self.head.parameters()) if self.head is not None else 0
@@ -202,8 +205,9 @@ class EndToEndMethod(Method):
     def known_hparams(cls) -> dict[str, Any]:
         return {"lr": 1e-3, **super().known_hparams()}  # a method's own `defaults` still win
 
+    @abstractmethod
     def backbone_params(self) -> list[nn.Parameter]:
-        raise NotImplementedError
+        """The backbone parameters end-to-end training updates (beside the head)."""
 
     def head_lr_after_warmup(self) -> float:
         """The head's learning rate in the end-to-end phase: the recipe's `e2e_head_lr` (None: `head_lr`)."""
@@ -233,3 +237,8 @@ class EndToEndMethod(Method):
 
     def trainable_params(self) -> int:
         return count_params(self.backbone_params())
+
+
+# Built-in methods and plugins alike come through the entry-point group; a class that is not a Method or leaves
+# an abstract hook unimplemented is refused when it is loaded.
+METHODS: Registry[type[Method]] = Registry("method", entry_point_group="lorabench.methods", base_cls=Method)

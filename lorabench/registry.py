@@ -1,12 +1,14 @@
 """Name -> object registries for tasks, methods and backbones.
 
 One pattern for everything: in-tree objects register with a decorator, installed plugins through an
-entry-point group. Unknown names fail listing the valid ones; a plugin that fails to import is kept
-aside (reported by name) instead of breaking the registry.
+entry-point group. Unknown names fail listing the valid ones; a plugin that fails to import, or is not a
+concrete subclass of the registry's `base_cls`, is kept aside (reported by name, with why) instead of breaking
+the registry; an in-tree object that breaks the contract fails when it registers.
 """
 
 from __future__ import annotations
 
+import inspect
 from collections.abc import Callable
 from importlib.metadata import entry_points
 from typing import Generic, TypeVar
@@ -17,9 +19,10 @@ T = TypeVar("T")
 
 
 class Registry(Generic[T]):
-    def __init__(self, kind: str, entry_point_group: str | None = None):
+    def __init__(self, kind: str, entry_point_group: str | None = None, base_cls: type | None = None):
         self.kind = kind
         self.entry_point_group = entry_point_group
+        self.base_cls = base_cls
         self._items: dict[str, T] = {}
         self._entry_points: dict[str, object] | None = None
         self.broken: dict[str, str] = {}  # plugin name -> why it could not be loaded
@@ -31,7 +34,23 @@ class Registry(Generic[T]):
 
         return deco
 
+    def contract_error(self, obj: object) -> str | None:
+        """Why `obj` cannot be registered here (not a concrete subclass of `base_cls`), or None."""
+        if self.base_cls is None:
+            return None
+        base = f"{self.base_cls.__module__}.{self.base_cls.__qualname__}"
+        if not (isinstance(obj, type) and issubclass(obj, self.base_cls)):
+            what = f"class {obj.__qualname__}" if isinstance(obj, type) else f"a {type(obj).__name__}"
+            return f"{what} is not a subclass of {base}"
+        if inspect.isabstract(obj):
+            missing = ", ".join(sorted(obj.__abstractmethods__))
+            return f"class {obj.__qualname__} does not implement {base}'s abstract method(s): {missing}"
+        return None
+
     def add(self, name: str, obj: T, replace: bool = False) -> None:
+        why = self.contract_error(obj)
+        if why:
+            raise LorabenchError(f"{self.kind} {name!r} cannot be registered: {why}.")
         if name in self._items and self._items[name] is not obj and not replace:
             raise LorabenchError(f"{self.kind} {name!r} is registered twice.")
         self._items[name] = obj
@@ -52,6 +71,10 @@ class Registry(Generic[T]):
             obj = ep.load()  # type: ignore[attr-defined]
         except Exception as exc:  # a broken plugin must not break the others
             self.broken[name] = f"{type(exc).__name__}: {exc}"
+            return None
+        why = self.contract_error(obj)
+        if why:
+            self.broken[name] = why
             return None
         self._items.setdefault(name, obj)
         return self._items[name]

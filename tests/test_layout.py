@@ -74,6 +74,36 @@ def test_modalities_are_the_task_vocabulary_and_a_foreign_word_fails_at_definiti
             modalities = "image"
 
 
+def test_the_method_registry_refuses_a_class_that_breaks_the_contract():
+    """Abstract hooks: a subclass missing one cannot be instantiated or registered; nor can a non-Method."""
+    from lorabench.errors import LorabenchError
+    from lorabench.method import EndToEndMethod, FrozenFeatureMethod
+    from lorabench.registry import Registry
+
+    reg = Registry("method", base_cls=Method)
+
+    class Half(Method):
+        def fit(self, support): ...
+
+    class NoParams(EndToEndMethod):  # end-to-end training needs to know what it trains
+        pass
+
+    class Whole(FrozenFeatureMethod):
+        pass
+
+    with pytest.raises(TypeError, match="abstract"):
+        Half()
+    with pytest.raises(LorabenchError, match=r"'half' cannot be registered: class .*Half does not implement "
+                                             r"lorabench.method.Method's abstract method\(s\): predict, trainable_params"):
+        reg.add("half", Half)
+    with pytest.raises(LorabenchError, match="abstract method.*backbone_params"):
+        reg.add("no_params", NoParams)
+    with pytest.raises(LorabenchError, match="'stranger' cannot be registered: a function is not a subclass"):
+        reg.add("stranger", lambda: None)
+    reg.add("whole", Whole)
+    assert reg.get("whole") is Whole and not reg.broken
+
+
 def test_streams_are_named_and_independent():
     s = Streams.of_cell("digits", 5, 1)
     assert s.init == derive_seed("digits", 5, 1, "init") and s.views == derive_seed("digits", 5, 1, "views")

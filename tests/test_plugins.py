@@ -63,6 +63,11 @@ def test_list_shows_the_plugin_and_reports_the_broken_one_by_name(plugin_env):
     assert "class-mean cosine head" in example
     broken = next(line for line in lines if "broken_example" in line)
     assert "broken plugin" in broken and "RuntimeError" in broken
+    incomplete = next(line for line in lines if "no_predict_example" in line)
+    assert "broken plugin: class NoPredict does not implement" in incomplete
+    assert "predict, trainable_params" in out.stdout  # on the row's wrapped continuation
+    stranger = next(line for line in lines if "not_a_method_example" in line)
+    assert "broken plugin" in stranger and "not a subclass of lorabench.method.Method" in stranger
     for builtin in ("classifier_tuning", "learned_composition", "ties_merging"):  # the others are all still there
         assert builtin in out.stdout
 
@@ -73,6 +78,21 @@ def test_a_broken_plugin_fails_alone_with_its_name_and_reason(plugin_env, tmp_pa
     assert out.returncode == 2
     assert "broken_example" in out.stderr and "failed to load" in out.stderr and "on purpose" in out.stderr
     assert "Traceback" not in out.stderr
+
+
+@pytest.mark.parametrize("name,why", [
+    ("no_predict_example", "does not implement lorabench.method.Method's abstract method(s): predict, trainable_params"),
+    ("not_a_method_example", "class NotAMethod is not a subclass of lorabench.method.Method")])
+def test_a_plugin_that_breaks_the_method_contract_is_refused_before_any_work(plugin_env, tmp_path, name, why):
+    """The contract is checked when the plugin loads: a method without `predict` never trains (its `fit`
+    would raise), and nothing is written."""
+    results = tmp_path / "r"
+    out = cli(["run", "--method", f"classifier_tuning,{name}", "--task", "digits_quick", "--k", "1", "--seeds", "0",
+               "--results-dir", str(results)], plugin_env)
+    assert out.returncode == 2, out.stdout + out.stderr
+    assert name in out.stderr and "failed to load" in out.stderr and why in " ".join(out.stderr.split())
+    assert "Traceback" not in out.stderr and "never be trained" not in out.stdout + out.stderr
+    assert not results.exists() or not list(results.rglob("*.json"))
 
 
 @pytest.mark.slow
