@@ -341,8 +341,3 @@ def attach_routing(model: nn.Module, targets: list[Target], adapters: list[LoraA
         layers[mpath].set_composition(a_cat.to(device), b_cat.to(device), scales.to(device), r, materialize=False)
         layers[mpath].set_routing(top_k, temperature, iters, seed)
     return layers
-
-
-def adapters_tag(adapters: list[LoraAdapter], kind: str) -> str:
-    """Names composed weights for the feature cache: same adapters + same weighting = same features."""
-    return f"{kind}:" + "|".join(a.source or a.name for a in adapters)

@@ -46,7 +46,6 @@ class Backbone:
     tokenizer: Any = None
     kind: str = "encoder"  # "encoder" | "seq2seq" (rank classification by log-likelihood)
     pretrained: bool = True
-    description: str = ""
     channels_last: bool = False  # convnets: NHWC is ~1.7x faster on CPU (oneDNN) and on tensor cores
     precision: str = "fp32"  # of the forward passes (lorabench.precision); the cell sets it
 
@@ -317,8 +316,7 @@ def efficientnet_lite0() -> Backbone:
         state[dk] = sv
     model.load_state_dict(state)
     return Backbone("efficientnet_lite0", "image", model, model.num_features, EFFNET_RULES, channels_last=True,
-                    aliases={"efficientnet_lite0", "tf_efficientnet_lite0", "timm/tf_efficientnet_lite0.in1k"},
-                    description="EfficientNet-Lite0 (ImageNet-1k), LoRA on pointwise 1x1 convs; offline default")
+                    aliases={"efficientnet_lite0", "tf_efficientnet_lite0", "timm/tf_efficientnet_lite0.in1k"})
 
 
 @BACKBONES.register("vit_b32")
@@ -328,7 +326,7 @@ def vit_b32() -> Backbone:
     model = _timm_image(arch, pretrained=True)
     cfg = model.pretrained_cfg
     return Backbone("vit_b32", "image", model, model.num_features, VIT_RULES, aliases={"vit_b32", arch, f"timm/{arch}"},
-                    mean=tuple(cfg["mean"]), std=tuple(cfg["std"]), description="ViT-B/32 in21k (paper)")
+                    mean=tuple(cfg["mean"]), std=tuple(cfg["std"]))
 
 
 @BACKBONES.register("tiny_vit")
@@ -338,12 +336,12 @@ def tiny_vit() -> Backbone:
 
     model = VisionTransformer(img_size=32, patch_size=8, embed_dim=48, depth=2, num_heads=3, num_classes=0)
     return Backbone("tiny_vit", "image", model, model.num_features, VIT_RULES, image_size=32, pretrained=False,
-                    aliases={"tiny_vit"}, description="random ViT (tests)")
+                    aliases={"tiny_vit"})
 
 
-def _hf_text(name: str, model: nn.Module, tokenizer, rules, kind: str, pretrained: bool, aliases, desc) -> Backbone:
+def _hf_text(name: str, model: nn.Module, tokenizer, rules, kind: str, pretrained: bool, aliases) -> Backbone:
     return Backbone(name, "multiple_choice", model, model.config.hidden_size if kind == "encoder" else 1, rules,
-                    aliases=aliases, tokenizer=tokenizer, kind=kind, pretrained=pretrained, description=desc)
+                    aliases=aliases, tokenizer=tokenizer, kind=kind, pretrained=pretrained)
 
 
 @BACKBONES.register("minilm")
@@ -354,8 +352,7 @@ def minilm() -> Backbone:
 
     path = str(get_model_path())
     return _hf_text("minilm", AutoModel.from_pretrained(path), AutoTokenizer.from_pretrained(path), BERT_RULES,
-                    "encoder", True, {"minilm", "sentence-transformers/all-MiniLM-L6-v2", path},
-                    "all-MiniLM-L6-v2 sentence encoder; offline default for QA")
+                    "encoder", True, {"minilm", "sentence-transformers/all-MiniLM-L6-v2", path})
 
 
 @BACKBONES.register("flan_t5_large")
@@ -366,8 +363,7 @@ def flan_t5_large() -> Backbone:
     hub = "google/flan-t5-large"
     model, tok = _from_hub(hub, lambda: (T5ForConditionalGeneration.from_pretrained(hub),
                                          AutoTokenizer.from_pretrained(hub)))
-    return _hf_text("flan_t5_large", model, tok, T5_RULES, "seq2seq", True, {"flan_t5_large", hub},
-                    "Flan-T5-large (paper)")
+    return _hf_text("flan_t5_large", model, tok, T5_RULES, "seq2seq", True, {"flan_t5_large", hub})
 
 
 def _tiny_tokenizer():
@@ -390,7 +386,7 @@ def tiny_bert() -> Backbone:
     tok = _tiny_tokenizer()
     cfg = BertConfig(vocab_size=tok.vocab_size, hidden_size=32, num_hidden_layers=2, num_attention_heads=2,
                      intermediate_size=64, max_position_embeddings=512)
-    return _hf_text("tiny_bert", BertModel(cfg), tok, BERT_RULES, "encoder", False, {"tiny_bert"}, "random BERT (tests)")
+    return _hf_text("tiny_bert", BertModel(cfg), tok, BERT_RULES, "encoder", False, {"tiny_bert"})
 
 
 @BACKBONES.register("tiny_t5")
@@ -401,5 +397,4 @@ def tiny_t5() -> Backbone:
     tok = _tiny_tokenizer()
     cfg = T5Config(vocab_size=tok.vocab_size, d_model=32, d_kv=8, num_heads=4, d_ff=64, num_layers=2,
                    num_decoder_layers=2, decoder_start_token_id=tok.pad_token_id, pad_token_id=tok.pad_token_id)
-    return _hf_text("tiny_t5", T5ForConditionalGeneration(cfg), tok, T5_RULES, "seq2seq", False, {"tiny_t5"},
-                    "random T5 (tests)")
+    return _hf_text("tiny_t5", T5ForConditionalGeneration(cfg), tok, T5_RULES, "seq2seq", False, {"tiny_t5"})

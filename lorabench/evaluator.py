@@ -10,6 +10,7 @@ from __future__ import annotations
 import itertools
 import time
 from collections.abc import Callable
+from dataclasses import dataclass
 from datetime import datetime, timezone
 from typing import Any
 
@@ -39,15 +40,6 @@ def encode_cached(backbone: Backbone, ex: Examples, idx: np.ndarray | None, prep
     if key not in _ENCODED:
         _ENCODED[key] = backbone.encode(ex, idx, prep)
     return _ENCODED[key]
-
-
-def method_context(task: TaskSpec, backbone: Backbone, num_classes: int, streams: Streams,
-                   adapters: list[LoraAdapter], monitor: Split | None = None) -> MethodContext:
-    """What a method gets in `prepare`: the backbone (its to change), the adapters, the cell's streams, and
-    in tuning the validation draw whose accuracy end-to-end training traces (`monitor`)."""
-    up = task.upstream_training
-    return MethodContext(backbone=backbone, num_classes=num_classes, streams=streams, adapters=adapters,
-                         lora_rank=up.rank, lora_alpha=up.alpha, task_name=task.name, monitor=monitor)
 
 
 def fit_and_score(method_cls: type[Method], hparams: dict, ctx: MethodContext, support: Split,
@@ -101,10 +93,10 @@ def run_cell(cfg: RunConfig, on_event: Callable[..., None] | None = None) -> Res
 
     extras: dict[str, Any] = {}
     if cfg.tune and method_cls.tune_grid and len(support):
-        hparams, extras["tuning"] = _tune(method_cls, hparams, backbone, num_classes, streams, adapters, support,
-                                          train_ex, support_idx, cfg, task)
+        hparams, extras["tuning"] = _tune_cell(method_cls, hparams, backbone, adapters, streams, support, train_ex,
+                                               support_idx, cfg, task)
     seed_everything(task.name, cfg.k, cfg.seed, "global")
-    ctx = method_context(task, backbone, num_classes, streams, adapters)
+    ctx = MethodContext(backbone, num_classes, streams, adapters)
     method, acc, t = fit_and_score(method_cls, hparams, ctx, support, test)
     extras.update(method.extras())
     if method.log:
@@ -136,9 +128,35 @@ def _quality(adapter) -> dict[str, Any]:
             "steps": (m.get("train_log") or {}).get("steps"), "final_loss": (m.get("train_log") or {}).get("final_loss")}
 
 
-def _tune(method_cls, hparams, backbone, num_classes, streams, adapters, support, train_ex, support_idx, cfg, task):
-    """Pick hyperparameters by accuracy on a validation draw disjoint from the support set. Each trial
-    trains a copy of the cell's backbone, so the final run starts from the same pristine weights."""
+@dataclass
+class Trial:
+    """One training run of a configuration while tuning: its support set, its streams, its global-seed key."""
+
+    support: Split
+    streams: Streams
+    seed_key: tuple[Any, ...]
+
+
+def score_configs(method_cls: type[Method], configs: dict[str, dict[str, Any]], backbone: Backbone,
+                  adapters: list[LoraAdapter], trials: list[Trial], val: Split) -> dict[str, list[float]]:
+    """The one tuning loop (`run --tune` per cell, `lorabench tune` per task): the validation accuracy of each
+    configuration (full hyperparameters, by label) in each trial. Every trial trains its own copy of the
+    backbone, so the caller's stays pristine; end-to-end training traces its accuracy on `val`."""
+    scores: dict[str, list[float]] = {}
+    for label, hp in configs.items():
+        scores[label] = []
+        for trial in trials:
+            seed_everything(*trial.seed_key)
+            ctx = MethodContext(backbone.copy(), trial.support.num_classes, trial.streams, adapters, monitor=val)
+            scores[label].append(fit_and_score(method_cls, hp, ctx, trial.support, val)[1])
+    return scores
+
+
+def _tune_cell(method_cls: type[Method], hparams: dict[str, Any], backbone: Backbone, adapters: list[LoraAdapter],
+               streams: Streams, support: Split, train_ex: Examples, support_idx: np.ndarray, cfg: RunConfig,
+               task: TaskSpec) -> tuple[dict[str, Any], dict[str, Any]]:
+    """`run --tune`: pick hyperparameters by accuracy on a validation draw disjoint from the cell's support set,
+    training on that support set with the cell's own streams."""
     rest = np.setdiff1d(np.arange(len(train_ex.labels)), support_idx)
     per_class = task.modality != "multiple_choice"
     labels = train_ex.labels[rest]
@@ -152,14 +170,15 @@ def _tune(method_cls, hparams, backbone, num_classes, streams, adapters, support
     val_idx = rest[sample_support(labels, k_val, derive_seed(task.name, cfg.k, cfg.seed, "val"), per_class)]
     val = encode_cached(backbone, train_ex, val_idx, task.preprocessing)
     grid = method_cls.tune_grid
-    scores = {}
-    best, best_acc = hparams, -1.0
-    for combo in itertools.product(*grid.values()):
-        trial = {**hparams, **dict(zip(grid, combo))}
-        seed_everything(task.name, cfg.k, cfg.seed, "global")
-        ctx = method_context(task, backbone.copy(), num_classes, streams, adapters, monitor=val)
-        _, acc, _ = fit_and_score(method_cls, trial, ctx, support, val)
-        scores[", ".join(f"{k}={v}" for k, v in zip(grid, combo))] = acc
-        if acc > best_acc:
-            best, best_acc = trial, acc
-    return best, {"n_val": len(val), "val_accuracy": scores, "chosen": {k: best[k] for k in grid}}
+    configs = {label: {**hparams, **config} for label, config in grid_configs(grid).items()}
+    scores = score_configs(method_cls, configs, backbone, adapters,
+                           [Trial(support, streams, (task.name, cfg.k, cfg.seed, "global"))], val)
+    best = configs[max(scores, key=lambda label: scores[label][0])]  # ties: the first in grid order
+    return best, {"n_val": len(val), "val_accuracy": {label: s[0] for label, s in scores.items()},
+                  "chosen": {k: best[k] for k in grid}}
+
+
+def grid_configs(grid: dict[str, list[Any]]) -> dict[str, dict[str, Any]]:
+    """A method's tune grid as label -> configuration ('lr=0.001, epochs=5' -> {...}), in grid order."""
+    return {", ".join(f"{k}={v}" for k, v in zip(grid, combo)): dict(zip(grid, combo))
+            for combo in itertools.product(*grid.values())}

@@ -1,7 +1,7 @@
 """Executors: where the grid's jobs run — in this process, or as Ray tasks on a cluster.
 
-An executor only runs a function over items and says when each one starts and ends; the evaluator
-owns everything else (skipping, phases, writing results, the report), so both executors run the
+An executor only runs a function over items and says when each one starts and ends; the grid
+(`lorabench.grid`) owns everything else (skipping, the upstream phase, writing results, the report), so both executors run the
 very same cell function and produce the same report. Ray is an optional extra, imported only when
 the Ray executor is used.
 """

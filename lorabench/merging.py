@@ -28,11 +28,6 @@ from lorabench.training import extract_features
 # --- merge math on stacked deltas [N, ...] -----------------------------------------------------
 
 
-def task_arithmetic(deltas: torch.Tensor, lam: float) -> torch.Tensor:
-    """Task arithmetic (Ilharco et al. 2023) on [N, ...]: λ·Σₙ ΔWₙ (λ = 1/N is the uniform composition)."""
-    return lam * deltas.sum(0)
-
-
 def ties_merge(deltas: torch.Tensor, density: float, scaling: float = 1.0) -> torch.Tensor:
     """TIES (Yadav et al. 2023) on [N, ...]: keep each module's top `density` fraction by magnitude,
     elect each entry's sign as the sign of the trimmed sum, average only the entries that agree."""

@@ -57,7 +57,6 @@ class MethodContext:
     - `streams`: the cell's named random streams (`lorabench.seeding.Streams`): `streams.generator("name")`
       for any randomness of the method, `streams.init` seeds the head / LoRA init, `streams.views` the
       support set's augmented views (the same for every method of the cell).
-    - `lora_rank`, `lora_alpha`: those of the upstream modules; `task_name`: for messages only.
     - `monitor`: a validation draw (tuning only, never the test split) whose accuracy end-to-end training
       logs at a few points of its trace; None in evaluation cells.
     """
@@ -66,9 +65,6 @@ class MethodContext:
     num_classes: int
     streams: Streams
     adapters: list[LoraAdapter] = field(default_factory=list)
-    lora_rank: int = 16
-    lora_alpha: float = 16.0
-    task_name: str = ""
     monitor: Split | None = None
 
 

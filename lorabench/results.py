@@ -81,10 +81,6 @@ def move_aside(path: Path) -> Path:
     return target
 
 
-def is_done(path: Path) -> bool:
-    return read_result(path) is not None
-
-
 def load_results(results_dir: str | os.PathLike) -> tuple[list[ResultRecord], list[Path]]:
     """Every valid record under `results_dir`, plus the paths of files that did not validate."""
     records, bad = [], []

@@ -261,7 +261,7 @@ class RunConfig(_Strict):
     profile: str = "full"
     precision: Literal["fp32", "bf16"] = Field("fp32", description="bf16: autocast for the cell's forward and "
                                                "backward passes (fp32 weights and composition arithmetic)")
-    digest: str = Field("", description="identity of the result: lorabench.identity.cell_digest")
+    digest: str = Field("", description="identity of the result: lorabench.identity.identify")
     # Where things are; these do not change the score and are left out of the config hash.
     device: str = "cpu"
     data_dir: str | None = None

@@ -89,10 +89,6 @@ def extract_features(backbone: Backbone, split: Split, cache: bool | str | None 
     return feats
 
 
-def clear_feature_cache() -> None:
-    _FEATURES.clear()
-
-
 def support_bank(backbone: Backbone, support: Split, hp: dict[str, Any], view_seed: int) -> torch.Tensor:
     """What a head trains on: [V, n, d] frozen features of V augmented views (image tasks with
     augmentation) or [1, n, d] of the inputs themselves."""

@@ -12,7 +12,6 @@ and the choice are written to `<results>/_tuning/<task>/<method>__<profile>.json
 
 from __future__ import annotations
 
-import itertools
 from datetime import datetime, timezone
 from pathlib import Path
 from collections.abc import Iterable
@@ -23,11 +22,11 @@ import numpy as np
 from lorabench.backbones import create_backbone
 from lorabench.data import load_examples, sample_support
 from lorabench.errors import ConfigError
-from lorabench.evaluator import encode_cached, fit_and_score, method_context
+from lorabench.evaluator import Trial, encode_cached, grid_configs, score_configs
 from lorabench.identity import identify
 from lorabench.method import METHODS, require_fit
 from lorabench.results import write_json_atomic
-from lorabench.seeding import Streams, derive_seed, seed_everything
+from lorabench.seeding import Streams, derive_seed
 from lorabench.specs import KValue, RunConfig
 from lorabench.task_registry import get_task
 from lorabench.upstream import ensure_upstream_adapters
@@ -84,21 +83,15 @@ def select(task_name: str, method: str, profile: str = "full", ks: list[KValue] 
     adapters = ensure_upstream_adapters(task, task.backbone, backbone.targets(), backbone.aliases, data_dir, cache_dir,
                                         device) if method_cls.needs_upstream else []
     grid = method_cls.tune_grid
-    configs = {", ".join(f"{k}={v}" for k, v in zip(grid, combo)): dict(zip(grid, combo))
-               for combo in itertools.product(*grid.values())}
-    scores: dict[str, dict[str, float]] = {}
-    for label, config in configs.items():
-        hp = method_cls.resolve_hparams(config, task)
-        scores[label] = {}
-        for k in grid_ks:
-            sub = sample_support(train_ex.labels[pool], k, derive_seed(task.name, k, "tune-support"), per_class)
-            support = encode_cached(backbone, train_ex, pool[sub], task.preprocessing)
-
-            streams = Streams(init=derive_seed(task.name, k, "tune-init"), views=derive_seed(task.name, k, "tune-views"))
-            seed_everything(task.name, k, "tune-global")
-            ctx = method_context(task, backbone.copy(), support.num_classes, streams, adapters, monitor=val)
-            _, acc, _ = fit_and_score(method_cls, hp, ctx, support, val)
-            scores[label][str(k)] = acc
+    configs = grid_configs(grid)
+    trials = [Trial(encode_cached(backbone, train_ex, pool[sample_support(
+                        train_ex.labels[pool], k, derive_seed(task.name, k, "tune-support"), per_class)],
+                        task.preprocessing),
+                    Streams(init=derive_seed(task.name, k, "tune-init"), views=derive_seed(task.name, k, "tune-views")),
+                    (task.name, k, "tune-global")) for k in grid_ks]
+    accs = score_configs(method_cls, {label: method_cls.resolve_hparams(c, task) for label, c in configs.items()},
+                         backbone, adapters, trials, val)
+    scores = {label: dict(zip(map(str, grid_ks), per_k)) for label, per_k in accs.items()}
     means = {label: float(np.mean(list(per_k.values()))) for label, per_k in scores.items()}
     chosen = configs[max(means, key=means.get)]  # ties: the first in grid order
     probe = RunConfig(task=task_name, method=method, backbone=task.backbone, k=grid_ks[0], seed=0, profile=profile)

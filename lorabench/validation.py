@@ -19,7 +19,7 @@ from typing import Any
 import torch
 from pydantic import ValidationError
 
-from lorabench.errors import ConfigError, DataError, LorabenchError, UnknownNameError
+from lorabench.errors import ConfigError, DataError, UnknownNameError
 from lorabench.precision import PRECISIONS, default_precision
 from lorabench.specs import Recipe, RunConfig, TaskSpec
 

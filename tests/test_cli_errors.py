@@ -18,7 +18,7 @@ import pytest
 import torch
 import yaml
 
-from conftest import QUICK_TASK, registered_task
+from conftest import QUICK_TASK
 from lorabench.adapters import LoraAdapter, save_adapter
 from lorabench.backbones import create_backbone
 

@@ -343,7 +343,7 @@ def test_stacked_layers_follow_the_machine_balance_and_the_budget(monkeypatch):
 def test_the_text_scorer_composes_each_weight_once_per_batch(monkeypatch):
     """Question and choices are two encoder passes; `compose_once` builds each layer's weight once and the
     features and logit gradients equal those of composing twice."""
-    from lorabench.lora import AdaptedLayer, compose_once
+    from lorabench.lora import AdaptedLayer
 
     out = {}
     for reuse in (True, False):

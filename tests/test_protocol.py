@@ -12,7 +12,6 @@ import yaml
 from conftest import QUICK_TASK, registered_task
 from lorabench.backbones import create_backbone
 from lorabench.errors import UnknownNameError
-from lorabench.evaluator import run_cell
 from lorabench.grid import expand_grid, run_grid
 from lorabench.identity import identify, staleness
 from lorabench.method import METHODS, MethodContext

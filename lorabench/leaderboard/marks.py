@@ -89,7 +89,7 @@ def mark_columns(rows: list[Row], ks: list[str]) -> dict[str, ColumnMark]:
             for r in tied:
                 r.cells[k].tied = True
             mark.status, mark.rows = "tied", tied
-            mark.detail = (f"K={k}: no method is ahead. " + _describe(c, top, runner) + f"; tied: "
+            mark.detail = (f"K={k}: no method is ahead. " + _describe(c, top, runner) + "; tied: "
                            + ", ".join(row_label(r) for r in tied) + ".")
         marks[k] = mark
     return marks

@@ -13,4 +13,4 @@ def example_mobilenet() -> Backbone:
     dim = model.head_hidden_size  # the pooled features after MobileNetV3's conv head (1024), not num_features
     return Backbone("example_mobilenet", "image", model, dim,
                     [TargetRule(r"blocks\.\d+\.\d+\.conv_(pw|pwl)")], image_size=64, pretrained=False,
-                    aliases={"example_mobilenet", "mobilenetv3_small_050"}, description="example backbone plugin")
+                    aliases={"example_mobilenet", "mobilenetv3_small_050"})
