@@ -58,7 +58,8 @@ def setup(device: str, n: int):
     g = torch.Generator().manual_seed(0)
     split = Split(key="bench", inputs={"pixels": torch.randint(0, 256, (n, 3, SOURCE, SOURCE), dtype=torch.uint8,
                                                                generator=g)},
-                  labels=torch.randint(0, CLASSES, (n,), generator=g), num_classes=CLASSES, meta={"image_size": SIZE})
+                  labels=torch.randint(0, CLASSES, (n,), generator=g), num_classes=CLASSES, modality="image",
+                  meta={"image_size": SIZE})
     groups = [{"params": lora, "lr": recipe.lr}, {"params": list(head.parameters()), "lr": recipe.head_lr}]
     return backbone, head, split, groups, recipe.model_dump(mode="json")
 

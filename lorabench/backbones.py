@@ -75,7 +75,7 @@ class Backbone:
         rows = examples.dataset.select(idx) if len(idx) != len(examples.labels) else examples.dataset
         labels = torch.as_tensor(examples.labels[idx], dtype=torch.long)
         meta: dict[str, Any] = {}
-        if examples.class_names is not None:
+        if examples.modality == "image":
             if self.modality != "image":
                 raise ValueError(f"Backbone {self.name} takes multiple-choice text; this task's data are images.")
             meta["image_size"] = prep.image_size or self.image_size
@@ -87,8 +87,8 @@ class Backbone:
             inputs = self._encode_mc(rows, prep)
             n_classes = inputs["choice_mask"].shape[1]
         key = f"{examples.key}|{self.name}|{prep.model_dump_json()}|{len(idx)}:{digest_bytes(idx.tobytes())}"
-        return Split(key=key, inputs=inputs, labels=labels, num_classes=n_classes, class_names=examples.class_names,
-                     meta=meta)
+        return Split(key=key, inputs=inputs, labels=labels, num_classes=n_classes, modality=examples.modality,
+                     class_names=examples.class_names, meta=meta)
 
     def _encode_mc(self, rows, prep: Preprocessing) -> dict[str, torch.Tensor]:
         """Question side and choices as padded token ids. Long contexts (QuAIL passages) are what gets
@@ -125,7 +125,7 @@ class Backbone:
     def _features(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:
         dev = self.device()
         batch = {k: v.to(dev) for k, v in batch.items()}
-        if "pixels" in batch:  # float 0..255 at the input size (Split.batch / views.random_views)
+        if self.modality == "image":  # pixels: float 0..255 at the input size (Split.batch / views.random_views)
             x = batch["pixels"].float() / 255
             mean = torch.tensor(self.mean, device=dev).view(1, -1, 1, 1)
             std = torch.tensor(self.std, device=dev).view(1, -1, 1, 1)

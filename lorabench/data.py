@@ -20,7 +20,7 @@ import torch
 from lorabench.errors import ConfigError, DataError, DataNotFoundError
 from lorabench.hashing import digest_bytes
 from lorabench.seeding import derive_seed
-from lorabench.specs import DatasetRef, KValue
+from lorabench.specs import DatasetRef, KValue, Modality
 from lorabench.views import resize
 
 DATA_ENV = "LORABENCH_DATA"
@@ -205,12 +205,13 @@ def stratified_partition(labels: np.ndarray, test_fraction: float, seed: int) ->
 
 @dataclass
 class Examples:
-    """A loaded, filtered dataset split: rows plus labels remapped to 0..C-1 (None for QA)."""
+    """A loaded, filtered dataset split: rows plus labels (classes remapped to 0..C-1; the right choice for QA)."""
 
     key: str
     dataset: Any  # datasets.Dataset
     labels: np.ndarray
-    class_names: list[str] | None
+    class_names: list[str] | None  # None for multiple-choice QA
+    modality: Modality  # what every branch on the kind of data reads (the task's word, lorabench.specs.MODALITIES)
     source: str = ""  # builtin:NAME, local:NAME/SPLIT.parquet or hub:ID[/CONFIG]
 
 
@@ -226,7 +227,8 @@ def _load_examples_cached(ref_json: str, data_dir: str | None) -> Examples:
         ds = ds.rename_column(ref.image_column, "image")
     labels = np.asarray(ds[ref.label_column], dtype=np.int64)
     names: list[str] | None = None
-    if "choices" not in ds.column_names:  # classification: class names and subsets
+    modality: Modality = "multiple_choice" if "choices" in ds.column_names else "image"
+    if modality == "image":  # classification: class names and subsets
         all_names = _class_names(ds, ref.label_column)
         names = all_names
         if ref.classes is not None:
@@ -261,7 +263,7 @@ def _load_examples_cached(ref_json: str, data_dir: str | None) -> Examples:
         frac = 1 - ref.max_examples / len(labels)
         keep, _ = stratified_partition(labels, frac, derive_seed(ref.name, ref.split, "cap"))
         ds, labels = ds.select(keep), labels[keep]
-    return Examples(key=ref_json, dataset=ds, labels=labels, class_names=names, source=source)
+    return Examples(key=ref_json, dataset=ds, labels=labels, class_names=names, modality=modality, source=source)
 
 
 def load_examples(ref: DatasetRef, data_dir: str | os.PathLike | None = None) -> Examples:
@@ -277,9 +279,10 @@ class Split:
     """Encoded inputs (tensors, first dim = example) and labels; `key` identifies it for caches."""
 
     key: str
-    inputs: dict[str, torch.Tensor]
+    inputs: dict[str, torch.Tensor]  # image: "pixels"; multiple_choice: "q_ids", "q_mask", "c_ids", "c_mask", "choice_mask"
     labels: torch.Tensor
-    num_classes: int
+    num_classes: int  # classes, or choices per question
+    modality: Modality
     class_names: list[str] | None = None
     meta: dict[str, Any] = field(default_factory=dict)
 
@@ -293,6 +296,7 @@ class Split:
             inputs={k: v[idx] for k, v in self.inputs.items()},
             labels=self.labels[idx],
             num_classes=self.num_classes,
+            modality=self.modality,
             class_names=self.class_names,
             meta=dict(self.meta),
         )
@@ -307,13 +311,13 @@ class Split:
         if all(t.device == torch.device(device) for t in tensors):
             return self
         return Split(key=self.key, inputs={k: v.to(device) for k, v in self.inputs.items()},
-                     labels=self.labels.to(device), num_classes=self.num_classes, class_names=self.class_names,
-                     meta=dict(self.meta))
+                     labels=self.labels.to(device), num_classes=self.num_classes, modality=self.modality,
+                     class_names=self.class_names, meta=dict(self.meta))
 
     def batch(self, indices: torch.Tensor) -> dict[str, torch.Tensor]:
         """The inputs of `indices`; images resized (only) to the task's input size, as float 0..255."""
         out = {k: v[indices] for k, v in self.inputs.items()}
-        if "pixels" in out and "image_size" in self.meta:
+        if self.modality == "image" and "image_size" in self.meta:
             out["pixels"] = resize(out["pixels"], self.meta["image_size"])
         return out
 

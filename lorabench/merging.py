@@ -105,7 +105,7 @@ def support_loss(backbone: Backbone, split: Split, feats: torch.Tensor, temperat
     the support classes apart. Multiple choice: cross-entropy of the backbone's zero-shot scorer.
     """
     labels = split.labels
-    if "choice_mask" in split.inputs:
+    if split.modality == "multiple_choice":
         head = backbone.make_head(split.num_classes)
         return float(F.cross_entropy(Backbone.logits(head, feats, split.inputs), labels))
     f = F.normalize(feats.float(), dim=-1)

@@ -37,7 +37,7 @@ def minibatches(n: int, batch_size: int, gen: torch.Generator) -> Iterable[torch
 
 def augments(split: Split, hp: dict[str, Any]) -> bool:
     """Random views apply to image splits when the recipe asks for them."""
-    return "pixels" in split.inputs and bool(hp.get("augment", False))
+    return split.modality == "image" and bool(hp.get("augment", False))
 
 
 def train_batch(split: Split, idx: torch.Tensor, hp: dict[str, Any], gen: torch.Generator) -> dict[str, torch.Tensor]:
@@ -178,7 +178,7 @@ def train_head(head: nn.Module, bank: torch.Tensor, split: Split, hp: dict[str, 
         raise ValueError(f"bank of shape {tuple(bank.shape)} is not [views, {len(split)}, ...]")
     dev = next(head.parameters()).device
     n = len(split)
-    mc = "choice_mask" in split.inputs
+    mc = split.modality == "multiple_choice"
 
     def loss_of(epoch: int, idx: torch.Tensor) -> torch.Tensor:
         logits = Backbone.logits(head, bank[epoch % len(bank)][idx].to(dev), split.batch(idx) if mc else {})
@@ -277,7 +277,7 @@ def predict(backbone: Backbone, head: nn.Module, split: Split, feats: torch.Tens
     preds = []
     for i in range(0, len(split), batch_size):
         idx = torch.arange(i, min(i + batch_size, len(split)))
-        batch = split.batch(idx) if feats is None or "choice_mask" in split.inputs else {}
+        batch = split.batch(idx) if feats is None or split.modality == "multiple_choice" else {}
         f = feats[idx].to(dev) if feats is not None else backbone.features(batch)
         preds.append(Backbone.logits(head, f, batch).argmax(-1).cpu())
     return torch.cat(preds) if preds else torch.empty(0, dtype=torch.long)

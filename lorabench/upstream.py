@@ -74,7 +74,7 @@ def train_upstream_adapter(backbone_name: str, up: UpstreamSpec, prep: Preproces
     examples = load_examples(up.train, data_dir)  # before the weights: the likelier error, and cheaper
     backbone = create_backbone(backbone_name, device)
     backbone.precision = precision
-    per_class = examples.class_names is not None
+    per_class = examples.modality == "image"
     idx = np.arange(len(examples.labels))
     held = np.arange(0)
     if recipe.holdout_fraction > 0 and per_class:

@@ -135,7 +135,7 @@ def test_head_and_end_to_end_training_go_through_one_loop(monkeypatch):
     monkeypatch.setattr(training, "run_steps", lambda *a, **k: calls.append(a[2]) or real(*a, **k))
     bb = create_backbone("tiny_vit")
     split = Split(key="t", inputs={"pixels": torch.rand(4, 3, 32, 32)}, labels=torch.tensor([0, 1, 0, 1]),
-                  num_classes=2, meta={"image_size": 32})
+                  num_classes=2, modality="image", meta={"image_size": 32})
     hp = {**Recipe().model_dump(mode="json"), "batch_size": 2, "head_epochs": 3, "lr": 1e-3}
     head = bb.make_head(2)
     bank = training.extract_features(bb, split)[None]

@@ -60,7 +60,8 @@ def tiny_split(n_per_class: int, classes: int = 3, seed: int = 0) -> Split:
     g = torch.Generator().manual_seed(seed)
     labels = torch.arange(classes).repeat_interleave(n_per_class)
     pixels = torch.randint(0, 256, (len(labels), 3, 32, 32), generator=g, dtype=torch.uint8)
-    return Split(key=f"tiny-{n_per_class}-{seed}", inputs={"pixels": pixels}, labels=labels, num_classes=classes)
+    return Split(key=f"tiny-{n_per_class}-{seed}", inputs={"pixels": pixels}, labels=labels, num_classes=classes,
+                 modality="image")
 
 
 def reference_deltas(ctx: MethodContext, module: str) -> torch.Tensor:
@@ -146,7 +147,8 @@ def test_support_loss_for_multiple_choice_is_the_zero_shot_scorers():
     bb = create_backbone("tiny_bert")
     feats = torch.randn(4, 3, bb.feature_dim, generator=torch.Generator().manual_seed(0)) * 0.1
     mask = torch.tensor([[True, True, True], [True, True, False], [True, True, True], [True, False, True]])
-    split = Split(key="mc", inputs={"choice_mask": mask}, labels=torch.tensor([0, 1, 2, 2]), num_classes=3)
+    split = Split(key="mc", inputs={"choice_mask": mask}, labels=torch.tensor([0, 1, 2, 2]), num_classes=3,
+                  modality="multiple_choice")
     logits = (MC_TEMPERATURE * feats.sum(-1)).masked_fill(~mask, float("-inf"))  # 20·cos as the head starts
     assert support_loss(bb, split, feats) == pytest.approx(float(F.cross_entropy(logits, split.labels)), rel=1e-5)
 

@@ -95,7 +95,8 @@ def test_hub_converters_give_the_local_layout(shared_data):
 
 def test_long_contexts_are_cut_not_the_question_or_options(shared_data):
     rows = load_examples(DatasetRef(name="quail", split="test"), shared_data)
-    ex = type(rows)(key="q", dataset=rows.dataset.select(range(3)), labels=rows.labels[:3], class_names=None)
+    ex = type(rows)(key="q", dataset=rows.dataset.select(range(3)), labels=rows.labels[:3], class_names=None,
+                    modality="multiple_choice")
     for name, max_len in (("tiny_t5", 256), ("minilm", 64)):  # tiny_t5's vocabulary is character-level
         bb = create_backbone(name)
         split = bb.encode(ex, None, Preprocessing(max_length=max_len))
