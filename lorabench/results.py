@@ -12,15 +12,19 @@ from __future__ import annotations
 import json
 import os
 import tempfile
+from collections import defaultdict
+from collections.abc import Iterable
 from pathlib import Path
 
 from datetime import datetime, timezone
-from typing import Any, Literal
+from typing import Any, Literal, TypeVar
 
 import numpy as np
 from pydantic import ValidationError
 
 from lorabench.specs import ResultRecord, k_order
+
+R = TypeVar("R")  # a record: ResultRecord, or anything with `seed` and `created_at`
 
 SCHEMA_VERSION = ResultRecord.model_fields["schema_version"].default
 _UMASK = os.umask(0o022)
@@ -79,6 +83,15 @@ def move_aside(path: Path) -> Path:
     target = Path(path).with_name(f"{Path(path).name}.invalid-{stamp}")
     os.replace(path, target)
     return target
+
+
+def runs_by_seed(records: Iterable[R]) -> dict[int, list[R]]:
+    """Each seed's records, oldest first, by seed: the last of a seed is the one a task table shows and a
+    comparison pairs (a seed run more than once keeps its latest record)."""
+    out: dict[int, list[R]] = defaultdict(list)
+    for r in sorted(records, key=lambda r: r.created_at):
+        out[r.seed].append(r)
+    return dict(sorted(out.items()))
 
 
 def load_results(results_dir: str | os.PathLike) -> tuple[list[ResultRecord], list[Path]]:

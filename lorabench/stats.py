@@ -21,6 +21,8 @@ from dataclasses import dataclass, field
 import numpy as np
 from scipy import stats as sps
 
+from lorabench.results import runs_by_seed
+
 # |A - B| at or below this counts as a tie: float noise from identical runs, never a real win.
 TIE_TOL = 1e-12
 DIFF_DECIMALS = 12
@@ -183,14 +185,14 @@ def per_seed(records: Iterable) -> dict[int, float]:
     keys = {(r.task, r.profile, r.method, r.backbone, str(r.k)) for r in recs}
     if len(keys) > 1:
         raise ValueError(f"records of more than one (task, profile, method, backbone, K): {sorted(keys)}")
-    latest: dict[int, object] = {}
-    for r in sorted(recs, key=lambda r: r.created_at):
-        prev = latest.get(r.seed)
-        if prev is not None and prev.config_hash != r.config_hash:
-            raise ValueError(f"seed {r.seed} has records of different configurations ({prev.config_hash}, "
-                             f"{r.config_hash}): compare one configuration at a time")
-        latest[r.seed] = r
-    return {s: float(r.value) for s, r in sorted(latest.items())}
+    out = {}
+    for seed, runs in runs_by_seed(recs).items():
+        other = next((r for r in runs if r.config_hash != runs[0].config_hash), None)
+        if other is not None:
+            raise ValueError(f"seed {seed} has records of different configurations ({runs[0].config_hash}, "
+                             f"{other.config_hash}): compare one configuration at a time")
+        out[seed] = float(runs[-1].value)
+    return out
 
 
 def compare_records(records_a: Iterable, records_b: Iterable, **kwargs) -> PairedComparison:

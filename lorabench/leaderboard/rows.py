@@ -17,6 +17,7 @@ import numpy as np
 from pydantic import BaseModel
 
 from lorabench.leaderboard.formatting import pct
+from lorabench.results import runs_by_seed
 from lorabench.specs import ResultRecord, k_order
 
 # Fields of a record's config that pick a configuration of a method (besides task/method/backbone,
@@ -108,7 +109,13 @@ def stale_records(stale: list[tuple[ResultRecord, str]]) -> list[StaleRecord]:
 
 
 def variant_of(rec: ResultRecord) -> dict[str, Any]:
+    """The configuration fields in which runs of one method on one task may differ (each is its own row)."""
     return {f: rec.config.get(f) for f in VARIANT_FIELDS}
+
+
+def variant_key(rec: ResultRecord) -> str:
+    """`variant_of` as a JSON string: records with equal keys are one configuration (task tables and claims)."""
+    return json.dumps(variant_of(rec), sort_keys=True, default=str)
 
 
 def describe_variants(variants: list[dict[str, Any]]) -> list[str]:
@@ -134,11 +141,7 @@ def describe_variants(variants: list[dict[str, Any]]) -> list[str]:
 
 
 def _fill_cell(cell: Cell, recs: list[ResultRecord]) -> None:
-    by_seed: dict[int, list[ResultRecord]] = defaultdict(list)
-    for r in recs:
-        by_seed[r.seed].append(r)
-    for seed, runs in sorted(by_seed.items()):
-        runs.sort(key=lambda r: r.created_at)
+    for seed, runs in runs_by_seed(recs).items():
         cell.values[seed] = runs[-1].value
         cell.commands.append(runs[-1].command)
         if len({r.value for r in runs}) > 1:
@@ -167,7 +170,7 @@ def build_rows(records: list[ResultRecord], ks: list[str], seeds: dict[str, list
     by_method: dict[tuple[str, str], dict[str, list[ResultRecord]]] = defaultdict(lambda: defaultdict(list))
     variants: dict[str, dict[str, Any]] = {}
     for r in records:
-        key = json.dumps(variant_of(r), sort_keys=True, default=str)
+        key = variant_key(r)
         variants[key] = variant_of(r)
         by_method[(r.method, r.backbone)][key].append(r)
     rows: list[Row] = []
