@@ -32,9 +32,10 @@ STACKED_DELTA_BUDGET_BYTES = 4 * 2**30
 _KEY = re.compile(r"^(?:base_model\.model\.)?(?P<mod>.+?)\.lora_(?P<ab>[AB])(?:\.[A-Za-z0-9_]+)?\.weight$")
 # Sustained fp32 flops per byte read from memory (machine balance). Per module and weight entry, a composed
 # step costs 4r flops from the factors (build ΔW, then its gradient) or 8 bytes from the stacked ΔW (read once
-# each way), so the stack pays off when r >= 2 x balance. CPU, measured on the 2-core development machine:
-# 75 GFLOP/s per thread in the factored product, 21-25 GB/s streaming a 2 GB stack whatever the thread count,
-# so 3 flops/byte per thread. CUDA: an H200's data sheet (67 TFLOP/s fp32, 4.8 TB/s), not measured here.
+# each way), so the stack pays off when r >= 2 x balance. CPU: per thread, the factored product's flop rate over
+# the memory bandwidth of streaming a large stack (which does not grow with threads), as on the development
+# machine; CUDA: an H200's data sheet (fp32 flops over HBM bandwidth). The composed step's speed is benchmarked
+# in `benchmarks/test_speed.py::test_learned_composition_step`.
 CPU_BALANCE_PER_THREAD = 3.0
 CUDA_BALANCE = 14.0
 

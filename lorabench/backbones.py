@@ -46,7 +46,7 @@ class Backbone:
     tokenizer: Any = None
     kind: str = "encoder"  # "encoder" | "seq2seq" (rank classification by log-likelihood)
     pretrained: bool = True
-    channels_last: bool = False  # convnets: NHWC is ~1.7x faster on CPU (oneDNN) and on tensor cores
+    channels_last: bool = False  # convnets: NHWC is the fast layout on CPU (oneDNN) and on tensor cores
     precision: str = "fp32"  # of the forward passes (lorabench.precision); the cell sets it
 
     # -- structure ----------------------------------------------------------------------------

@@ -43,7 +43,10 @@ def upstream_identity(task: TaskSpec, cfg: RunConfig) -> list[str]:
             for up in task.upstream]
 
 
-def identity(cfg: RunConfig) -> dict[str, Any]:
+def decisive_inputs(cfg: RunConfig) -> dict[str, Any]:
+    """Everything that decides a cell's value (what its digest hashes): protocol version, the task's deciding
+    fields, the method and its resolved hyperparameters, backbone, K, seed, tuning, the upstream modules and a
+    non-default precision."""
     task = get_task(cfg.task, cfg.profile)
     method_cls = METHODS.get(cfg.method)
     e2e = issubclass(method_cls, EndToEndMethod)
@@ -59,7 +62,7 @@ def identity(cfg: RunConfig) -> dict[str, Any]:
 
 def identify(cfg: RunConfig) -> RunConfig:
     """`cfg` with its digest set (the result file's name and the record's `config_hash`)."""
-    return cfg.model_copy(update={"digest": digest_json(identity(cfg))})
+    return cfg.model_copy(update={"digest": digest_json(decisive_inputs(cfg))})
 
 
 def staleness(record: ResultRecord) -> str | None:

@@ -45,7 +45,7 @@ def versions() -> dict[str, str]:
 @lru_cache(maxsize=1)
 def _versions() -> dict[str, str]:
     """Read once per process: the installed packages do not change under a running grid, and reading their
-    metadata cost about 15 ms per cell."""
+    metadata is a good part of a tiny cell's fixed cost."""
     out = {"python": platform.python_version(), "lorabench": lorabench.__version__}
     for pkg in ("torch", "timm", "transformers", "peft", "datasets", "numpy"):
         try:
