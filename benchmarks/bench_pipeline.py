@@ -61,16 +61,16 @@ def setup(device: str, n: int):
                   labels=torch.randint(0, CLASSES, (n,), generator=g), num_classes=CLASSES, modality="image",
                   meta={"image_size": SIZE})
     groups = [{"params": lora, "lr": recipe.lr}, {"params": list(head.parameters()), "lr": recipe.head_lr}]
-    return backbone, head, split, groups, recipe.model_dump(mode="json")
+    return backbone, head, split, groups, recipe
 
 
-def bare_round(backbone, head, groups, hp, steps: int) -> None:
+def bare_round(backbone, head, groups, recipe: UpstreamRecipe, steps: int) -> None:
     dev = backbone.device()
-    x = torch.randn(hp["batch_size"], 3, SIZE, SIZE, device=dev)
+    x = torch.randn(recipe.batch_size, 3, SIZE, SIZE, device=dev)
     if backbone.channels_last:
         x = x.contiguous(memory_format=torch.channels_last)
-    y = torch.randint(0, CLASSES, (hp["batch_size"],), device=dev)
-    opt = torch.optim.AdamW(groups, weight_decay=hp["weight_decay"])
+    y = torch.randint(0, CLASSES, (recipe.batch_size,), device=dev)
+    opt = torch.optim.AdamW(groups, weight_decay=recipe.weight_decay)
     for _ in range(steps):
         loss = F.cross_entropy(head(backbone.model(x)), y)
         opt.zero_grad(set_to_none=True)
@@ -78,24 +78,24 @@ def bare_round(backbone, head, groups, hp, steps: int) -> None:
         opt.step()
 
 
-def pipeline_round(backbone, head, split, groups, hp, steps: int, seed: int, before: bool) -> None:
+def pipeline_round(backbone, head, split, groups, recipe: UpstreamRecipe, steps: int, seed: int, before: bool) -> None:
     saved = training.random_views, training.CHECK_EVERY, Split.to
     if before:  # the loop as it ran before: data on the host, views per image, the loss read back every step
         training.random_views, training.CHECK_EVERY, Split.to = per_image_views, 1, lambda self, device: self
     try:
-        training.train_end_to_end(backbone, head, groups, split, hp, generator("bench", seed), steps=steps,
+        training.train_end_to_end(backbone, head, groups, split, recipe, generator("bench", seed), steps=steps,
                                   trace_every=steps)
     finally:
         training.random_views, training.CHECK_EVERY, Split.to = saved
 
 
 def bench(device: str, rounds: int, steps: int) -> dict[str, float]:
-    backbone, head, split, groups, hp = setup(device, n=max(512, 2 * steps * 32))
+    backbone, head, split, groups, recipe = setup(device, n=max(512, 2 * steps * 32))
     split_dev = split.to(device)  # as train_end_to_end does once per call; not part of a step
     sync = torch.cuda.synchronize if device.startswith("cuda") else (lambda: None)
-    runs = {"bare": lambda r: bare_round(backbone, head, groups, hp, steps),
-            "pipeline": lambda r: pipeline_round(backbone, head, split_dev, groups, hp, steps, r, before=False),
-            "per-image": lambda r: pipeline_round(backbone, head, split, groups, hp, steps, r, before=True)}
+    runs = {"bare": lambda r: bare_round(backbone, head, groups, recipe, steps),
+            "pipeline": lambda r: pipeline_round(backbone, head, split_dev, groups, recipe, steps, r, before=False),
+            "per-image": lambda r: pipeline_round(backbone, head, split, groups, recipe, steps, r, before=True)}
     for fn in runs.values():  # warm-up (allocator, kernels, weight caches)
         fn(-1)
     sync()
@@ -106,7 +106,7 @@ def bench(device: str, rounds: int, steps: int) -> dict[str, float]:
             fn(r)
             sync()
             times[name].append(time.perf_counter() - t0)
-    return {name: steps * hp["batch_size"] / statistics.median(t) for name, t in times.items()}
+    return {name: steps * recipe.batch_size / statistics.median(t) for name, t in times.items()}
 
 
 def main() -> None:

@@ -84,6 +84,8 @@ class Method(ABC):
       `tune_grid`: the values `--tune` tries on a validation draw; `hparam_ranges`: the range of each numeric
       default ('>0', '>=0', '[0,1)', ...), checked with types and finiteness before any work
       (`lorabench.validation`; learning rates, `lr` and `*_lr`, must be > 0 without saying so);
+    - in the hooks, `self.recipe` is the task's shared recipe as a typed `Recipe` (what the training loops take)
+      and `self.hp` every hyperparameter by name (the recipe's fields, the method's `defaults`, `--hp` values);
     - `prepare(ctx)`: keep the context, build the head (call `super().prepare(ctx)`), change the backbone;
     - `fit(support)`: train on the K-shot support `Split` (it may be empty: K = 0);
     - `predict(split)`: a [len(split)] tensor of predicted class / choice indices;
@@ -108,7 +110,9 @@ class Method(ABC):
         if unknown:
             raise ConfigError(f"Method {self.name!r} has no hyperparameter(s) {unknown}; "
                               f"it takes: {', '.join(sorted(known))}.")
-        self.hp: dict[str, Any] = {**known, **hparams}
+        self.hp: dict[str, Any] = {**known, **hparams}  # as recorded (resolved_hparams) and digested
+        # The shared recipe as the typed object the training loops take (its fields are in `hp` too).
+        self.recipe = Recipe.model_validate({k: self.hp[k] for k in RECIPE_KEYS})
         self.head: nn.Module | None = None
         self.log: dict[str, Any] = {}
 
@@ -171,6 +175,13 @@ class Method(ABC):
         return None
 
 
+def warm_up_head(head: nn.Module, ctx: MethodContext, support: Split, recipe: Recipe, gen: torch.Generator) -> float:
+    """The shared head warm-up: `head_epochs` passes at `head_lr` on frozen features of the support set's views
+    (the cell's view stream, so every method of the cell sees the same views); the last epoch's mean loss."""
+    bank = support_bank(ctx.backbone, support, recipe, ctx.streams.views)
+    return train_head(head, bank, support, recipe, gen, recipe.head_epochs, recipe.head_lr)
+
+
 class FrozenFeatureMethod(Method):
     """Backbone weights fixed after `prepare`: only the head trains, for the recipe's `head_epochs` on
     frozen features of the support set's augmented views. Features are cached under a digest of the
@@ -179,8 +190,7 @@ class FrozenFeatureMethod(Method):
     def fit(self, support: Split) -> None:
         if len(support) == 0:
             return
-        bank = support_bank(self.ctx.backbone, support, self.hp, self.ctx.streams.views)
-        self.log["head_loss"] = train_head(self.head, bank, support, self.hp, self.gen)
+        self.log["head_loss"] = warm_up_head(self.head, self.ctx, support, self.recipe, self.gen)
 
     def predict(self, split: Split) -> torch.Tensor:
         feats = extract_features(self.ctx.backbone, split)
@@ -207,8 +217,7 @@ class EndToEndMethod(Method):
 
     def head_lr_after_warmup(self) -> float:
         """The head's learning rate in the end-to-end phase: the recipe's `e2e_head_lr` (None: `head_lr`)."""
-        e2e = self.hp.get("e2e_head_lr")
-        return self.hp["head_lr"] if e2e is None else e2e
+        return self.recipe.e2e_rule()[2]
 
     def param_groups(self) -> list[dict]:
         return [{"params": self.backbone_params(), "lr": self.hp["lr"]},
@@ -222,11 +231,12 @@ class EndToEndMethod(Method):
     def fit(self, support: Split) -> None:
         if len(support) == 0:
             return
-        bank = support_bank(self.ctx.backbone, support, self.hp, self.ctx.streams.views)
-        self.log["head_loss"] = train_head(self.head, bank, support, self.hp, self.gen)
+        self.log["head_loss"] = warm_up_head(self.head, self.ctx, support, self.recipe, self.gen)
         self._start = [p.detach().clone() for p in self.backbone_params()]
-        self.log.update(train_end_to_end(self.ctx.backbone, self.head, self.param_groups(), support, self.hp,
-                                         self.gen, progress=self.progress, monitor=self.ctx.monitor))
+        optimizer, momentum, _ = self.recipe.e2e_rule()
+        self.log.update(train_end_to_end(self.ctx.backbone, self.head, self.param_groups(), support, self.recipe,
+                                         self.gen, progress=self.progress, monitor=self.ctx.monitor,
+                                         optimizer=optimizer, momentum=momentum))
 
     def predict(self, split: Split) -> torch.Tensor:
         return predict(self.ctx.backbone, self.head, split)

@@ -90,7 +90,26 @@ def step_budget(n: int, batch_size: int, epochs: int, min_steps: int = 0, max_st
 E2E_RULE_FIELDS = ("e2e_optimizer", "momentum", "e2e_head_lr")  # the end-to-end phase's rule (issue 25)
 
 
-class Recipe(_Strict):
+class TrainingRecipe(_Strict):
+    """What every training loop reads (`lorabench.training`): the batch, the optimizer's weight decay, the
+    learning-rate schedule and the image views. `Recipe` (few-shot) and `UpstreamRecipe` add their own fields."""
+
+    batch_size: int = Field(32, gt=0)
+    schedule: Literal["cosine", "constant"] = "cosine"
+    weight_decay: float = Field(1e-4, ge=0)
+    augment: bool = Field(True, description="image tasks: random-resized crop + horizontal flip on the training set")
+    crop_scale: tuple[float, float] = Field((0.25, 1.0), description="area fraction range of the random crop")
+    hflip: bool = True
+
+    @field_validator("crop_scale")
+    @classmethod
+    def _scale_range(cls, v: tuple[float, float]) -> tuple[float, float]:
+        if not 0 < v[0] <= v[1] <= 1:
+            raise ValueError(f"crop_scale must satisfy 0 < low <= high <= 1, got {list(v)}")
+        return v
+
+
+class Recipe(TrainingRecipe):
     """The few-shot training recipe, shared by every method of a task (written in the task YAML, defaults here).
 
     Every method that trains a head first trains it on frozen features for `head_epochs` passes over the
@@ -102,18 +121,12 @@ class Recipe(_Strict):
     views per example, one per epoch in turn); test images are only resized.
     """
 
-    batch_size: int = Field(32, gt=0)
     optimizer: Literal["adamw"] = "adamw"
-    schedule: Literal["cosine", "constant"] = "cosine"
-    weight_decay: float = Field(1e-4, ge=0)
     head_lr: float = Field(1e-2, gt=0)
     head_epochs: int = Field(50, ge=0, description="head warm-up: passes over the support set, frozen features")
     epochs: int = Field(50, ge=0, description="end-to-end: passes over the support set (the budget grows with K)")
     min_steps: int = Field(50, ge=0, description="end-to-end: at least this many steps (K = 1 has one batch)")
     max_steps: int = Field(1000, gt=0, description="end-to-end: at most this many steps (K = all)")
-    augment: bool = Field(True, description="image tasks: random-resized crop + horizontal flip on the support set")
-    crop_scale: tuple[float, float] = Field((0.25, 1.0), description="area fraction range of the random crop")
-    hflip: bool = True
     feature_views: int = Field(10, gt=0, description="frozen-feature methods: augmented views per support example")
     # The end-to-end phase's rule (issue 25, chosen on validation draws: README "The end-to-end rule"). Setting a
     # field to None restores protocol 2 (AdamW, the head at head_lr); None fields stay out of a result's identity.
@@ -137,15 +150,14 @@ class Recipe(_Strict):
         """End-to-end steps for a support set of n examples: `epochs` passes, within [min_steps, max_steps]."""
         return step_budget(n_support, self.batch_size, self.epochs, self.min_steps, self.max_steps)
 
-    @field_validator("crop_scale")
-    @classmethod
-    def _scale_range(cls, v: tuple[float, float]) -> tuple[float, float]:
-        if not 0 < v[0] <= v[1] <= 1:
-            raise ValueError(f"crop_scale must satisfy 0 < low <= high <= 1, got {list(v)}")
-        return v
+    def e2e_rule(self) -> tuple[str, float, float]:
+        """The end-to-end phase's (optimizer, momentum, head learning rate); unset fields take protocol 2's
+        (AdamW, 0.9, `head_lr`)."""
+        return (self.e2e_optimizer or "adamw", 0.9 if self.momentum is None else self.momentum,
+                self.head_lr if self.e2e_head_lr is None else self.e2e_head_lr)
 
 
-class UpstreamRecipe(_Strict):
+class UpstreamRecipe(TrainingRecipe):
     """How each upstream LoRA is trained (once per adapter-store key) and checked.
 
     A stratified `holdout_fraction` of each upstream pool never trains: the adapter's accuracy on it is
@@ -156,14 +168,8 @@ class UpstreamRecipe(_Strict):
     alpha: float = Field(16.0, gt=0)
     lr: float = Field(1e-3, gt=0)
     head_lr: float = Field(1e-2, gt=0)
-    batch_size: int = Field(32, gt=0)
-    weight_decay: float = Field(1e-4, ge=0)
-    schedule: Literal["cosine", "constant"] = "cosine"
     epochs: int = Field(3, gt=0, description="passes over the upstream training part")
     max_steps: int | None = Field(None, gt=0, description="optional cap on the steps (None: epochs decide)")
-    augment: bool = True
-    crop_scale: tuple[float, float] = (0.25, 1.0)
-    hflip: bool = True
     holdout_fraction: float = Field(0.1, ge=0, lt=1, description="held out of training, for the quality check")
     probe_epochs: int = Field(30, ge=0, description="linear probe on frozen features (0: no probe)")
     seed: int = 0

@@ -22,7 +22,7 @@ from lorabench.errors import TrainingError
 from lorabench.hashing import digest_json, digest_module
 from lorabench.runtime import keep_freed_memory
 from lorabench.seeding import generator
-from lorabench.specs import step_budget
+from lorabench.specs import Recipe, TrainingRecipe, UpstreamRecipe
 from lorabench.views import random_views
 
 _FEATURES: dict[str, torch.Tensor] = {}
@@ -35,18 +35,19 @@ def minibatches(n: int, batch_size: int, gen: torch.Generator) -> Iterable[torch
         yield order[i:i + batch_size]
 
 
-def augments(split: Split, hp: dict[str, Any]) -> bool:
+def augments(split: Split, recipe: TrainingRecipe) -> bool:
     """Random views apply to image splits when the recipe asks for them."""
-    return split.modality == "image" and bool(hp.get("augment", False))
+    return split.modality == "image" and recipe.augment
 
 
-def train_batch(split: Split, idx: torch.Tensor, hp: dict[str, Any], gen: torch.Generator) -> dict[str, torch.Tensor]:
+def train_batch(split: Split, idx: torch.Tensor, recipe: TrainingRecipe, gen: torch.Generator
+                ) -> dict[str, torch.Tensor]:
     """A training batch: random-resized-crop + flip views of images (recipe), else the plain inputs."""
-    if not augments(split, hp):
+    if not augments(split, recipe):
         return split.batch(idx)
     batch = {k: v[idx] for k, v in split.inputs.items()}
     size = split.meta.get("image_size", batch["pixels"].shape[-1])
-    batch["pixels"] = random_views(batch["pixels"], size, gen, tuple(hp["crop_scale"]), hp["hflip"])
+    batch["pixels"] = random_views(batch["pixels"], size, gen, tuple(recipe.crop_scale), recipe.hflip)
     return batch
 
 
@@ -57,17 +58,17 @@ def eval_batch_size(device: torch.device | str) -> int:
 
 
 def extract_features(backbone: Backbone, split: Split, cache: bool | str | None = True, batch_size: int | None = None,
-                     views: int = 0, view_seed: int = 0, hp: dict[str, Any] | None = None) -> torch.Tensor:
+                     views: int = 0, view_seed: int = 0, recipe: TrainingRecipe | None = None) -> torch.Tensor:
     """Features of every example (CPU tensor): [n, d] of the resized images, or with `views` = V > 0,
     [V, n, d] of V random views per example (view v of the whole split is drawn from (view_seed, v), so
     the views do not depend on who asks). Cached under a digest of the backbone's weights; a falsy
     `cache` disables caching (e.g. a weight search that tries many merges once each)."""
     keep_freed_memory()
-    aug = {k: hp[k] for k in ("crop_scale", "hflip")} if views else None
+    aug = recipe.model_copy(update={"augment": True}) if views else None  # views: always crops + flips
     key = None
     if cache:
         key = digest_json([backbone.name, digest_module(backbone.model), backbone.precision, split.key, views,
-                           view_seed, aug])
+                           view_seed, aug and [aug.crop_scale, aug.hflip]])
         if key in _FEATURES:
             return _FEATURES[key]
     backbone.model.eval()
@@ -79,7 +80,7 @@ def extract_features(backbone: Backbone, split: Split, cache: bool | str | None 
             chunks = []
             for i in range(0, len(split), batch_size):
                 idx = torch.arange(i, min(i + batch_size, len(split)))
-                batch = train_batch(split, idx, {**aug, "augment": True}, gen) if views else split.batch(idx)
+                batch = train_batch(split, idx, aug, gen) if views else split.batch(idx)
                 chunks.append(backbone.features(batch).float().cpu())
             passes.append(torch.cat(chunks) if chunks else torch.empty(0, backbone.feature_dim))
         feats = torch.stack(passes) if views else passes[0]
@@ -89,11 +90,11 @@ def extract_features(backbone: Backbone, split: Split, cache: bool | str | None 
     return feats
 
 
-def support_bank(backbone: Backbone, support: Split, hp: dict[str, Any], view_seed: int) -> torch.Tensor:
+def support_bank(backbone: Backbone, support: Split, recipe: Recipe, view_seed: int) -> torch.Tensor:
     """What a head trains on: [V, n, d] frozen features of V augmented views (image tasks with
     augmentation) or [1, n, d] of the inputs themselves."""
-    if augments(support, hp):
-        return extract_features(backbone, support, views=int(hp["feature_views"]), view_seed=view_seed, hp=hp)
+    if augments(support, recipe):
+        return extract_features(backbone, support, views=recipe.feature_views, view_seed=view_seed, recipe=recipe)
     return extract_features(backbone, support)[None]
 
 
@@ -138,18 +139,19 @@ def _passes(n: int, batch_size: int, gen: torch.Generator) -> Iterator[tuple[int
         p += 1
 
 
-def run_steps(groups: list[dict], hp: dict[str, Any], steps: int, batches: Iterator[tuple[int, torch.Tensor]],
+def run_steps(groups: list[dict], recipe: TrainingRecipe, steps: int, batches: Iterator[tuple[int, torch.Tensor]],
               loss_of: Callable[[int, torch.Tensor], torch.Tensor], what: str, optimizer: str = "adamw",
-              after_step: Callable[[int, torch.Tensor], None] | None = None) -> list[tuple[int, int, float]]:
+              momentum: float = 0.9, after_step: Callable[[int, torch.Tensor], None] | None = None
+              ) -> list[tuple[int, int, float]]:
     """The one training loop of the protocol, for heads, end-to-end methods and upstream modules alike:
-    `steps` steps of `optimizer` (the recipe's weight decay and momentum) under the recipe's schedule, on
+    `steps` steps of `optimizer` (the recipe's weight decay; `momentum` for SGD) under the recipe's schedule, on
     `batches`; a loss that is not finite stops it with an error naming its step. Losses stay on the device and
     are checked every `CHECK_EVERY` steps and at the end, so a step does not wait for the device.
     `after_step(step, loss)` is called after each update with the (device) loss (the end-to-end trace).
     Returns (pass, batch size, loss) per step."""
     keep_freed_memory()
-    opt = _optimizer(groups, hp["weight_decay"], optimizer, 0.9 if hp.get("momentum") is None else hp["momentum"])
-    sched = _schedule(opt, hp.get("schedule", "cosine"), max(steps, 1))
+    opt = _optimizer(groups, recipe.weight_decay, optimizer, momentum)
+    sched = _schedule(opt, recipe.schedule, max(steps, 1))
     passes, sizes, losses = [], [], []
     for step, (p, idx) in zip(range(steps), batches):  # range first: no batch is drawn past the last step
         loss = loss_of(p, idx)
@@ -169,11 +171,11 @@ def run_steps(groups: list[dict], hp: dict[str, Any], steps: int, batches: Itera
     return list(zip(passes, sizes, values))
 
 
-def train_head(head: nn.Module, bank: torch.Tensor, split: Split, hp: dict[str, Any], gen: torch.Generator,
-               epochs: int | None = None) -> float:
+def train_head(head: nn.Module, bank: torch.Tensor, split: Split, recipe: TrainingRecipe, gen: torch.Generator,
+               epochs: int, lr: float) -> float:
     """Train only the head on frozen features `bank` ([V, n, ...]: V views, epoch e uses view e mod V; see
-    `support_bank`) for `head_epochs` passes over the support set; returns the last epoch's mean loss."""
-    epochs = hp["head_epochs"] if epochs is None else epochs
+    `support_bank`) for `epochs` passes over the split at learning rate `lr` (the few-shot warm-up: the recipe's
+    `head_epochs` and `head_lr`; the upstream probe: `probe_epochs`); returns the last epoch's mean loss."""
     if len(bank) and bank.shape[1] != len(split):
         raise ValueError(f"bank of shape {tuple(bank.shape)} is not [views, {len(split)}, ...]")
     dev = next(head.parameters()).device
@@ -184,16 +186,11 @@ def train_head(head: nn.Module, bank: torch.Tensor, split: Split, hp: dict[str, 
         logits = Backbone.logits(head, bank[epoch % len(bank)][idx].to(dev), split.batch(idx) if mc else {})
         return F.cross_entropy(logits, split.labels[idx].to(dev))
 
-    log = run_steps([{"params": list(head.parameters()), "lr": hp["head_lr"]}], hp,
-                    epochs * math.ceil(n / hp["batch_size"]), _passes(n, hp["batch_size"], gen), loss_of,
+    log = run_steps([{"params": list(head.parameters()), "lr": lr}], recipe,
+                    epochs * math.ceil(n / recipe.batch_size), _passes(n, recipe.batch_size, gen), loss_of,
                     "head training")
     last = [loss * size for p, size, loss in log if p == epochs - 1]
     return sum(last) / max(n, 1) if last else math.nan
-
-
-def end_to_end_steps(n: int, hp: dict[str, Any]) -> int:
-    """The recipe's step budget (`lorabench.specs.step_budget`) from a method's hyperparameters."""
-    return step_budget(n, hp["batch_size"], hp["epochs"], hp.get("min_steps") or 0, hp.get("max_steps"))
 
 
 def relative_shift(params: list[torch.Tensor], start: list[torch.Tensor]) -> float:
@@ -211,12 +208,14 @@ def trace_points(steps: int, every: int, monitor_points: int) -> tuple[set[int],
     return logged, scored
 
 
-def train_end_to_end(backbone: Backbone, head: nn.Module, groups: list[dict], split: Split, hp: dict[str, Any],
-                     gen: torch.Generator, steps: int | None = None,
+def train_end_to_end(backbone: Backbone, head: nn.Module, groups: list[dict], split: Split,
+                     recipe: Recipe | UpstreamRecipe, gen: torch.Generator, steps: int | None = None,
                      progress: Callable[[], dict[str, float]] | None = None,
-                     monitor: Split | None = None, trace_every: int | None = None) -> dict[str, Any]:
+                     monitor: Split | None = None, trace_every: int | None = None, optimizer: str = "adamw",
+                     momentum: float = 0.9) -> dict[str, Any]:
     """Train `groups` (param groups with their lr) and the head through the backbone for `steps` steps
-    (default: `end_to_end_steps`) with the recipe's `e2e_optimizer`, on batches that cycle through the
+    (default: the recipe's budget, `recipe.steps`) with `optimizer` (a few-shot cell passes its recipe's
+    end-to-end rule, `Recipe.e2e_rule`; upstream training AdamW), on batches that cycle through the
     support set in a fresh order each pass (random views for images). The backbone stays in eval mode:
     BatchNorm statistics stay frozen and dropout off, which few-shot batches of 2 could not estimate anyway.
 
@@ -224,7 +223,7 @@ def train_end_to_end(backbone: Backbone, head: nn.Module, groups: list[dict], sp
     head's relative shift from its warmed-up weights, what `progress()` reports (e.g. the composition
     weights' shift) and, at a few points, the accuracy on `monitor` (a validation draw; never the test split)."""
     dev = backbone.device()
-    steps = end_to_end_steps(len(split), hp) if steps is None else steps
+    steps = recipe.steps(len(split)) if steps is None else steps
     params = [p for g in groups for p in g["params"]]
     frozen = sum(not p.requires_grad for p in params)
     if frozen:  # a plugin bug that would otherwise train nothing and still report every parameter as trainable
@@ -252,14 +251,13 @@ def train_end_to_end(backbone: Backbone, head: nn.Module, groups: list[dict], sp
         trace.append(row)
 
     def loss_of(_: int, idx: torch.Tensor) -> torch.Tensor:
-        batch = train_batch(split, idx, hp, gen)
+        batch = train_batch(split, idx, recipe, gen)
         return F.cross_entropy(Backbone.logits(head, backbone.features(batch), batch), split.labels[idx].to(dev))
 
-    optimizer = hp.get("e2e_optimizer") or "adamw"  # None: protocol 2
     if steps:
         record(0, None)
-    losses = [loss for _, _, loss in run_steps(groups, hp, steps, _passes(len(split), hp["batch_size"], gen),
-                                               loss_of, "end-to-end training", optimizer, record)]
+    losses = [loss for _, _, loss in run_steps(groups, recipe, steps, _passes(len(split), recipe.batch_size, gen),
+                                               loss_of, "end-to-end training", optimizer, momentum, record)]
     if any(not torch.isfinite(p).all() for p in params):
         raise TrainingError("end-to-end training left non-finite weights; no result is written.")
     tail = losses[-max(1, len(losses) // 10):] if losses else [math.nan]

@@ -86,14 +86,13 @@ def train_upstream_adapter(backbone_name: str, up: UpstreamSpec, prep: Preproces
         held, idx = np.sort(perm[:n_held]), np.sort(perm[n_held:])
     split = backbone.encode(examples, idx, prep)
     heldout = backbone.encode(examples, held, prep)
-    hp = recipe.model_dump(mode="json")
     t0 = time.perf_counter()
     probe, probe_head = math.nan, None
     if recipe.probe_epochs:  # the probe is also the head's warm start, as downstream
         seed_everything(backbone_name, up.name, recipe.seed, "probe-init")
         probe_head = backbone.make_head(split.num_classes).to(device)
-        train_head(probe_head, extract_features(backbone, split, cache=False)[None], split,
-                   {**hp, "head_epochs": recipe.probe_epochs}, generator(backbone_name, up.name, recipe.seed, "probe"))
+        train_head(probe_head, extract_features(backbone, split, cache=False)[None], split, recipe,
+                   generator(backbone_name, up.name, recipe.seed, "probe"), recipe.probe_epochs, recipe.head_lr)
         if len(heldout):
             probe = float((predict(backbone, probe_head, heldout, extract_features(backbone, heldout, cache=False))
                            == heldout.labels).float().mean())
@@ -107,13 +106,13 @@ def train_upstream_adapter(backbone_name: str, up: UpstreamSpec, prep: Preproces
     groups = [{"params": [p for lay in layers.values() for p in (lay.lora_A, lay.lora_B)], "lr": recipe.lr},
               {"params": list(head.parameters()), "lr": recipe.head_lr}]
     t0 = time.perf_counter()
-    log = train_end_to_end(backbone, head, groups, split, hp, generator(backbone_name, up.name, recipe.seed, "order"),
-                           steps=recipe.steps(len(split)))
+    log = train_end_to_end(backbone, head, groups, split, recipe, generator(backbone_name, up.name, recipe.seed, "order"))
     train_s = time.perf_counter() - t0
     weights = {name: ab for layer in layers.values() for name, ab in layer.lora_weights().items()}
     meta = {"upstream_task": up.name, "n_train": len(split), "n_heldout": len(heldout),
             "heldout_accuracy": _accuracy(backbone, head, heldout), "probe_accuracy": probe,
-            "train_log": log, "train_s": round(train_s, 3), "probe_s": round(probe_s, 3), "recipe": hp,
+            "train_log": log, "train_s": round(train_s, 3), "probe_s": round(probe_s, 3),
+            "recipe": recipe.model_dump(mode="json"),
             "backbone": backbone_name, "upstream_version": UPSTREAM_VERSION, "precision": precision}
     adapter = LoraAdapter(up.name, weights, {n: recipe.alpha / recipe.rank for n in weights}, backbone_name, meta=meta)
     return adapter, targets, meta

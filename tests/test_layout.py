@@ -136,15 +136,15 @@ def test_head_and_end_to_end_training_go_through_one_loop(monkeypatch):
     bb = create_backbone("tiny_vit")
     split = Split(key="t", inputs={"pixels": torch.rand(4, 3, 32, 32)}, labels=torch.tensor([0, 1, 0, 1]),
                   num_classes=2, modality="image", meta={"image_size": 32})
-    hp = {**Recipe().model_dump(mode="json"), "batch_size": 2, "head_epochs": 3, "lr": 1e-3}
+    recipe = Recipe(batch_size=2, head_epochs=3)
     head = bb.make_head(2)
     bank = training.extract_features(bb, split)[None]
-    training.train_head(head, bank, split, hp, torch.Generator().manual_seed(0))
+    training.train_head(head, bank, split, recipe, torch.Generator().manual_seed(0), recipe.head_epochs, recipe.head_lr)
     layers = attach(bb.model, bb.targets())
     for layer in layers.values():
         layer.enable_lora(2, 2.0)
     groups = [{"params": [p for lay in layers.values() for p in (lay.lora_A, lay.lora_B)], "lr": 1e-3}]
-    log = training.train_end_to_end(bb, head, groups, split, hp, torch.Generator().manual_seed(0), steps=5)
+    log = training.train_end_to_end(bb, head, groups, split, recipe, torch.Generator().manual_seed(0), steps=5)
     assert calls == [3 * 2, 5] and log["steps"] == 5
 
 

@@ -117,7 +117,8 @@ def test_a_non_finite_loss_is_named_by_its_step_though_the_device_is_read_in_chu
     from lorabench.errors import TrainingError
     from lorabench.training import run_steps
     w = torch.nn.Parameter(torch.ones(2))
-    hp = {"weight_decay": 0.0, "momentum": 0.9}
+    from lorabench.specs import TrainingRecipe
+    recipe = TrainingRecipe(weight_decay=0.0)
     batches = iter([(0, torch.arange(2))] * 40)
 
     steps = []
@@ -127,7 +128,7 @@ def test_a_non_finite_loss_is_named_by_its_step_though_the_device_is_read_in_chu
         return (w * (float("nan") if steps[-1] == bad_step else 1.0)).sum()
 
     with pytest.raises(TrainingError, match=f"became nan at step {bad_step};"):
-        run_steps([{"params": [w], "lr": 0.0}], hp, 40, batches, loss_of, "head training")
+        run_steps([{"params": [w], "lr": 0.0}], recipe, 40, batches, loss_of, "head training", "sgd", 0.9)
 
 
 @pytest.fixture(scope="module")
