@@ -22,7 +22,7 @@ from lorabench.data import Split
 from lorabench.errors import ConfigError
 from lorabench.registry import Registry
 from lorabench.seeding import Streams
-from lorabench.specs import MODALITIES, Composition, Recipe, TaskSpec
+from lorabench.specs import MODALITIES, Composition, EndToEndParams, MethodParams, Recipe, TaskSpec
 from lorabench.training import (count_params, extract_features, predict, relative_shift, support_bank,
                                 train_end_to_end, train_head)
 
@@ -79,11 +79,11 @@ class Method(ABC):
     - `needs_upstream`: True to receive the upstream adapters in `ctx.adapters`;
     - `modalities`: the task modalities it applies to, "image" and/or "multiple_choice" (QA) — the words of
       `TaskSpec.modality`; any other word fails when the class is defined (so a plugin fails at registration);
-    - `defaults`: its hyperparameters beyond the task's shared recipe (`lorabench.specs.Recipe`, whose fields
-      every method takes); users override them with `--hp k=v` (an unknown key is an error);
-      `tune_grid`: the values `--tune` tries on a validation draw; `hparam_ranges`: the range of each numeric
-      default ('>0', '>=0', '[0,1)', ...), checked with types and finiteness before any work
-      (`lorabench.validation`; learning rates, `lr` and `*_lr`, must be > 0 without saying so);
+    - `Params`: its hyperparameters beyond the task's shared recipe (`lorabench.specs.Recipe`, whose fields
+      every method takes), a `lorabench.specs.MethodParams` model: a field each, its default and its allowed
+      values as pydantic constraints, checked strictly before any work; users override them with `--hp k=v` (an
+      unknown key is an error). `defaults` is derived from it (read-only). `tune_grid`: the values `--tune`
+      tries on a validation draw;
     - in the hooks, `self.recipe` is the task's shared recipe as a typed `Recipe` (what the training loops take)
       and `self.hp` every hyperparameter by name (the recipe's fields, the method's `defaults`, `--hp` values);
     - `prepare(ctx)`: keep the context, build the head (call `super().prepare(ctx)`), change the backbone;
@@ -100,9 +100,9 @@ class Method(ABC):
     description: ClassVar[str] = ""
     needs_upstream: ClassVar[bool] = False
     modalities: ClassVar[tuple[str, ...]] = MODALITIES
-    defaults: ClassVar[dict[str, Any]] = {}
+    Params: ClassVar[type[MethodParams]] = MethodParams
+    defaults: ClassVar[dict[str, Any]] = {}  # Params' defaults, set when the class is defined
     tune_grid: ClassVar[dict[str, list[Any]]] = {}  # for --tune: values tried on a validation split
-    hparam_ranges: ClassVar[dict[str, str]] = {}  # allowed values of `defaults` keys: '>0', '>=0', '[0,1)'...
 
     def __init__(self, **hparams: Any):
         known = self.known_hparams()
@@ -118,10 +118,18 @@ class Method(ABC):
 
     def __init_subclass__(cls, **kw: Any) -> None:
         super().__init_subclass__(**kw)
-        shared = sorted(set(cls.defaults) & set(RECIPE_KEYS))
+        for old in ("defaults", "hparam_ranges"):
+            if old in cls.__dict__:
+                raise TypeError(f"Method {cls.__name__}: hyperparameters are a `Params` model now, not `{old}`: "
+                                "declare `class Params(lorabench.specs.MethodParams)` with a field per hyperparameter, "
+                                "e.g. `scale: float = Field(0.5, gt=0)` (see CONTRIBUTING.md).")
+        if not (isinstance(cls.Params, type) and issubclass(cls.Params, MethodParams)):
+            raise TypeError(f"Method {cls.__name__}: Params must be a subclass of lorabench.specs.MethodParams.")
+        shared = sorted(set(cls.Params.model_fields) & set(RECIPE_KEYS))
         if shared:  # the recipe is the task's, shared by every method: a method default cannot change it
-            raise TypeError(f"Method {cls.__name__}: defaults {shared} are fields of the shared recipe "
+            raise TypeError(f"Method {cls.__name__}: Params fields {shared} are fields of the shared recipe "
                             "(lorabench.specs.Recipe); set them per task in its YAML `recipe:` instead.")
+        cls.defaults = cls.Params().model_dump(mode="json")
         unknown = [m for m in cls.modalities if m not in MODALITIES]
         if unknown or isinstance(cls.modalities, str):
             raise TypeError(f"Method {cls.__name__}: modalities {cls.modalities!r} name no task modality; "
@@ -205,11 +213,9 @@ class EndToEndMethod(Method):
     """Trains backbone parameters (returned by `backbone_params`) and the head through the backbone, after the
     shared head warm-up: the head first trains on frozen features of the backbone as `prepare` left it (bare
     for lora/full_finetune, the uniform composition for learned_composition), exactly as a frozen-feature
-    method's head does, then the recipe's `end_to_end_steps` train both."""
+    method's head does, then the recipe's `steps(n)` train both."""
 
-    @classmethod
-    def known_hparams(cls) -> dict[str, Any]:
-        return {"lr": 1e-3, **super().known_hparams()}  # a method's own `defaults` still win
+    Params = EndToEndParams
 
     @abstractmethod
     def backbone_params(self) -> list[nn.Parameter]:

@@ -94,12 +94,19 @@ class TrainingRecipe(_Strict):
     """What every training loop reads (`lorabench.training`): the batch, the optimizer's weight decay, the
     learning-rate schedule and the image views. `Recipe` (few-shot) and `UpstreamRecipe` add their own fields."""
 
+    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
+
     batch_size: int = Field(32, gt=0)
     schedule: Literal["cosine", "constant"] = "cosine"
     weight_decay: float = Field(1e-4, ge=0)
     augment: bool = Field(True, description="image tasks: random-resized crop + horizontal flip on the training set")
     crop_scale: tuple[float, float] = Field((0.25, 1.0), description="area fraction range of the random crop")
     hflip: bool = True
+
+    @field_validator("crop_scale", mode="before")
+    @classmethod
+    def _as_tuple(cls, v: Any) -> Any:  # a list from YAML or --hp is the pair it spells, also when validated strictly
+        return tuple(v) if isinstance(v, list) else v
 
     @field_validator("crop_scale")
     @classmethod
@@ -155,6 +162,20 @@ class Recipe(TrainingRecipe):
         (AdamW, 0.9, `head_lr`)."""
         return (self.e2e_optimizer or "adamw", 0.9 if self.momentum is None else self.momentum,
                 self.head_lr if self.e2e_head_lr is None else self.e2e_head_lr)
+
+
+class MethodParams(BaseModel):
+    """A method's own hyperparameters, beyond the shared recipe: one field each, with its default and its allowed
+    values as pydantic constraints (`Field(0.9, ge=0, lt=1)`). `--hp` values and task files' `hparams:` are
+    validated against it strictly (1 is not a bool, 1.5 not an int, NaN not a number), before any work."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True, strict=True, allow_inf_nan=False)
+
+
+class EndToEndParams(MethodParams):
+    """An end-to-end method's: the learning rate of the backbone parameters it trains."""
+
+    lr: float = Field(1e-3, gt=0)
 
 
 class UpstreamRecipe(TrainingRecipe):

@@ -8,7 +8,6 @@ is allowed. Nothing here writes to disk.
 from __future__ import annotations
 
 import difflib
-import math
 import os
 import re
 from dataclasses import dataclass
@@ -55,67 +54,17 @@ def check_device(device: str) -> str:
 
 # --- hyperparameters -----------------------------------------------------------------------------
 
-_RULE = re.compile(r"^(?:(>=|>)\s*(-?[\d.e-]+)|([\[(])\s*(-?[\d.e-]+)\s*,\s*(-?[\d.e-]+)\s*([\])]))$")
+def _where(error: dict) -> str:
+    """The key (and list position) a pydantic error is about: 'lambdas[2]', not a union member's type name."""
+    return str(error["loc"][0]) + "".join(f"[{p}]" for p in error["loc"][1:] if isinstance(p, int))
 
 
-def _in_range(value: float, rule: str) -> bool:
-    """Rules are '>0', '>=0', '[0,1)', '(0,1]', '[0,1]'."""
-    m = _RULE.match(rule)
-    if m is None:
-        raise ValueError(f"bad range rule {rule!r}")
-    if m[1]:
-        lo = float(m[2])
-        return value > lo if m[1] == ">" else value >= lo
-    lo, hi = float(m[4]), float(m[5])
-    return (value >= lo if m[3] == "[" else value > lo) and (value <= hi if m[6] == "]" else value < hi)
-
-
-def _kind(default: Any) -> str:
-    if isinstance(default, bool):
-        return "bool"
-    if isinstance(default, int):
-        return "int"
-    if isinstance(default, float) or default is None:
-        return "number"
-    if isinstance(default, (list, tuple)):
-        return "list"
-    return "str"
-
-
-def _check_value(key: str, value: Any, default: Any, rule: str | None) -> str | None:
-    """Why `value` is not a valid setting of `key` (whose default is `default`), or None."""
-    kind = _kind(default)
-    if kind == "bool":
-        return None if isinstance(value, bool) else f"must be true or false, got {value!r}"
-    if kind == "str":
-        return None if isinstance(value, str) else f"must be a string, got {value!r}"
-    if kind == "list":
-        if not isinstance(value, (list, tuple)) or not value:
-            return f"must be a non-empty list (e.g. {list(default)}), got {value!r}"
-        for v in value:
-            why = _check_value(key, v, default[0] if default else 0.0, rule)
-            if why:
-                return f"element {v!r} {why}"
-        return None
-    if value is None and default is None:
-        return None
-    if isinstance(value, bool) or not isinstance(value, (int, float)):
-        return f"must be {'an integer' if kind == 'int' else 'a number'}, got {value!r}"
-    if kind == "int" and not isinstance(value, int):
-        return f"must be an integer, got {value!r}"
-    if not math.isfinite(value):
-        return f"must be finite, got {value!r}"
-    if rule and not _in_range(float(value), rule):
-        return f"must be {rule}, got {value!r}"
-    return None
-
-
-def hparam_rule(method_cls, key: str) -> str | None:
-    """The range a method declares for `key` (`Method.hparam_ranges`), else learning rates must be > 0."""
-    ranges = getattr(method_cls, "hparam_ranges", {}) or {}
-    if key in ranges:
-        return ranges[key]
-    return ">0" if key == "lr" or key.endswith("_lr") else None
+def _problem(error: dict) -> str:
+    """One pydantic error as '<key>: <what is wrong>, got <value>'."""
+    where = _where(error)
+    msg = error["msg"].removeprefix("Value error, ")
+    msg = msg[0].lower() + msg[1:]
+    return f"{where}: {msg}" + ("" if "got" in msg else f", got {error['input']!r}")
 
 
 def check_hparams(method_cls, values: dict[str, Any], where: str) -> None:
@@ -131,18 +80,19 @@ def check_hparams(method_cls, values: dict[str, Any], where: str) -> None:
             hints.append(f"{key!r}" + (f" (did you mean {', '.join(map(repr, close))}?)" if close else ""))
         raise ConfigError(f"{where}: method {method_cls.name!r} has no hyperparameter {', '.join(hints)}; it takes: "
                           f"{', '.join(sorted(known))}.")
-    problems = []
     recipe_part = {k: v for k, v in values.items() if k in Recipe.model_fields}
-    for key, value in values.items():
-        why = _check_value(key, value, known[key], hparam_rule(method_cls, key) if key not in recipe_part else None)
-        if why:
-            problems.append(f"{key} {why}")
-    if not problems and recipe_part:
-        try:
-            Recipe.model_validate({**Recipe().model_dump(), **recipe_part})
+    own = {k: v for k, v in values.items() if k not in recipe_part}
+    problems = []
+    for model, part in ((Recipe, recipe_part), (method_cls.Params, own)):
+        if not part:
+            continue
+        try:  # strictly: 1 is not a bool, 1.5 not an int, "1e-3" not a number; constraints are the fields'
+            model.model_validate({**model().model_dump(), **part}, strict=True)
         except ValidationError as exc:
-            problems += [f"{'.'.join(map(str, e['loc']))}: {e['msg'].lower()}" + ("" if "got" in e["msg"] else f", got {e['input']!r}")
-                         for e in exc.errors()]
+            first = {}  # a union (float | None) fails once per member: say it once per key
+            for e in exc.errors():
+                first.setdefault(_where(e), _problem(e))
+            problems += first.values()
     if problems:
         raise ConfigError(f"{where}: invalid value(s) for method {method_cls.name!r}: {'; '.join(problems)}.")
 

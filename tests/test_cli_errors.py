@@ -127,7 +127,7 @@ CASES = [
     ("hp-bool", lambda w: ["run", "-m", "lora", "-t", w["task"], "--hp", "augment=1", *R(w)], ["augment"], None),
     ("hp-no-equals", lambda w: ["run", "-m", "lora", "-t", w["task"], "--hp", "lr", *R(w)], ["key=value"], None),
     ("hp-drop-rate", lambda w: ["run", "-m", "dare", "-t", w["task"], "--hp", "drop_rate=1", *R(w)],
-     ["drop_rate", "[0,1)"], None),
+     ["drop_rate", "less than 1", "got 1"], None),
     ("upstream-unused", lambda w: ["run", "-m", "classifier_tuning", "-t", w["task"], "--upstream",
                                    str(w["root"] / "nan_adapter"), *R(w)], ["does not use upstream"], None),
     ("upstream-missing", lambda w: ["run", "-m", "uniform_composition", "-t", w["task"], "--upstream",

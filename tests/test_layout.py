@@ -104,6 +104,28 @@ def test_the_method_registry_refuses_a_class_that_breaks_the_contract():
     assert reg.get("whole") is Whole and not reg.broken
 
 
+def test_a_method_declares_its_hyperparameters_as_a_params_model():
+    """Defaults and allowed values live in one pydantic model: `defaults` is derived from it; the old dict forms
+    and a field that would change the shared recipe fail when the class is defined."""
+    from pydantic import Field
+
+    from lorabench.specs import EndToEndParams, MethodParams
+
+    lora = METHODS.get("lora")
+    assert lora.defaults == {"lr": 1e-3, "rank": 16, "alpha": 16.0} and issubclass(lora.Params, EndToEndParams)
+    assert METHODS.get("learned_composition_null").defaults == {"lr": 0.1}  # inherited with the class
+    with pytest.raises(TypeError, match="a `Params` model now, not `defaults`"):
+        class _Dict(Method):
+            defaults = {"scale": 0.5}
+    with pytest.raises(TypeError, match="not `hparam_ranges`"):
+        class _Ranges(Method):
+            hparam_ranges = {"scale": ">0"}
+    with pytest.raises(TypeError, match=r"Params fields \['head_lr'\] are fields of the shared recipe"):
+        class _Clash(Method):
+            class Params(MethodParams):
+                head_lr: float = Field(0.1, gt=0)
+
+
 def test_streams_are_named_and_independent():
     s = Streams.of_cell("digits", 5, 1)
     assert s.init == derive_seed("digits", 5, 1, "init") and s.views == derive_seed("digits", 5, 1, "views")

@@ -14,12 +14,13 @@ mean routing weight over the test set's tokens (padding tokens included for text
 from typing import Any
 
 import torch
+from pydantic import Field
 
 from lorabench.adapters import attach_routing
 from lorabench.data import Split
 from lorabench.hashing import digest_module
 from lorabench.method import FrozenFeatureMethod, MethodContext
-from lorabench.specs import Composition
+from lorabench.specs import Composition, MethodParams
 
 
 # Mean routing weights by (routed weights, split): the test features may come from the feature cache (a later
@@ -31,8 +32,12 @@ class ArrowRouting(FrozenFeatureMethod):
     name = "arrow_routing"
     description = "per-token top-k routing over the N upstream modules by their ΔW's top singular vector; head only"
     needs_upstream = True
-    defaults = {"top_k": 3, "router_temperature": 1.0, "power_iters": 15, "prototype_seed": 0}
-    hparam_ranges = {"top_k": ">0", "router_temperature": ">0", "power_iters": ">0", "prototype_seed": ">=0"}
+
+    class Params(MethodParams):
+        top_k: int = Field(3, gt=0)
+        router_temperature: float = Field(1.0, gt=0)
+        power_iters: int = Field(15, gt=0)
+        prototype_seed: int = Field(0, ge=0)
 
     def prepare(self, ctx: MethodContext) -> None:
         super().prepare(ctx)

@@ -7,17 +7,21 @@ whether composing helps over simply choosing. The choice is searched, not traine
 
 from typing import Any
 
+from pydantic import Field
+
 from lorabench.data import Split
 from lorabench.merging import merge_weighted_, require_support, stack_modules, weighted_scorer
 from lorabench.method import FrozenFeatureMethod, MethodContext
+from lorabench.specs import MethodParams
 
 
 class BestSingleUpstream(FrozenFeatureMethod):
     name = "best_single_upstream"
     description = "the one upstream ΔW with the lowest support loss, merged into W0; head only"
     needs_upstream = True
-    defaults = {"temperature": 10.0}
-    hparam_ranges = {"temperature": ">0"}
+
+    class Params(MethodParams):
+        temperature: float = Field(10.0, gt=0)
 
     def prepare(self, ctx: MethodContext) -> None:
         super().prepare(ctx)

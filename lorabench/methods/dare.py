@@ -9,17 +9,22 @@ Nothing is searched or trained besides the head: 0 trainable parameters.
 
 from typing import Any
 
+from pydantic import Field
+
 from lorabench.merging import dare, merge_transformed_, stack_modules
 from lorabench.method import FrozenFeatureMethod, MethodContext
+from lorabench.specs import MethodParams
 
 
 class Dare(FrozenFeatureMethod):
     name = "dare"
     description = "drop-and-rescale each upstream ΔW, sum (× scaling, default 1/N) into W0; head only"
     needs_upstream = True
-    defaults = {"drop_rate": 0.9, "scaling": None}
     tune_grid = {"drop_rate": [0.5, 0.9, 0.99]}
-    hparam_ranges = {"drop_rate": "[0,1)"}
+
+    class Params(MethodParams):
+        drop_rate: float = Field(0.9, ge=0, lt=1)
+        scaling: float | None = None  # None: 1/N
 
     def prepare(self, ctx: MethodContext) -> None:
         super().prepare(ctx)

@@ -13,12 +13,13 @@ from typing import Any, ClassVar
 
 import torch
 import torch.nn as nn
+from pydantic import Field
 
 from lorabench.adapters import attach_composition
 from lorabench.data import Split
 from lorabench.lora import merge_all_
 from lorabench.method import EndToEndMethod, MethodContext
-from lorabench.specs import Composition
+from lorabench.specs import Composition, EndToEndParams
 
 NULL_MODULE = "(null)"  # the null module's column in the record's composition weights
 
@@ -27,7 +28,10 @@ class LearnedComposition(EndToEndMethod):
     name = "learned_composition"
     description = "per-layer, per-matrix softmax weights over the N upstream ΔW + head"
     needs_upstream = True
-    defaults = {"lr": 0.1}
+
+    class Params(EndToEndParams):
+        lr: float = Field(0.1, gt=0)  # SGD on the logits
+
     tune_grid = {"lr": [0.1, 1.0, 10.0, 100.0]}  # SGD on the logits (issue 25)
     null: ClassVar[bool] = False  # a null module (ΔW = 0) as one more softmax entry per matrix
     learn_gain: ClassVar[bool] = False  # one learned scale g (init 1) on the whole composed update

@@ -1,15 +1,22 @@
 """LoRA from scratch: a new rank-r LoRA on the backbone's targets, trained on the support set."""
 
+from pydantic import Field
+
 from lorabench.lora import attach
 from lorabench.method import EndToEndMethod, MethodContext
+from lorabench.specs import EndToEndParams
 
 
 class LoraFromScratch(EndToEndMethod):
     name = "lora"
     description = "new rank-r LoRA on the backbone's targets + head"
-    defaults = {"lr": 1e-3, "rank": 16, "alpha": 16.0}  # SGD (the recipe's e2e_optimizer)
+
+    class Params(EndToEndParams):
+        lr: float = Field(1e-3, gt=0)  # SGD (the recipe's e2e_optimizer)
+        rank: int = Field(16, ge=1)
+        alpha: float = Field(16.0, gt=0)
+
     tune_grid = {"lr": [1e-4, 1e-3, 1e-2]}
-    hparam_ranges = {"rank": ">=1", "alpha": ">0"}
 
     def prepare(self, ctx: MethodContext) -> None:
         super().prepare(ctx)

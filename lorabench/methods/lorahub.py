@@ -13,11 +13,13 @@ from collections.abc import Callable
 from typing import Any
 
 import numpy as np
+from pydantic import Field
 from scipy.optimize import minimize
 
 from lorabench.data import Split
 from lorabench.merging import merge_weighted_, require_support, stack_modules, weighted_scorer
 from lorabench.method import FrozenFeatureMethod, MethodContext
+from lorabench.specs import MethodParams
 
 
 def lorahub_objective(score: Callable[[np.ndarray], float], l1: float) -> Callable[[np.ndarray], float]:
@@ -46,9 +48,15 @@ class LoraHub(FrozenFeatureMethod):
     name = "lorahub"
     description = "gradient-free search of one weight per module (Nelder-Mead, L1), exact ΣwΔW; head only"
     needs_upstream = True
-    defaults = {"budget": 30, "l1": 0.05, "bound": 1.5, "step": 0.5, "temperature": 10.0}
+
+    class Params(MethodParams):
+        budget: int = Field(30, ge=1)
+        l1: float = Field(0.05, ge=0)
+        bound: float = Field(1.5, gt=0)
+        step: float = Field(0.5, gt=0)
+        temperature: float = Field(10.0, gt=0)
+
     tune_grid = {"l1": [0.0, 0.05, 0.2]}
-    hparam_ranges = {"budget": ">=1", "l1": ">=0", "bound": ">0", "step": ">0", "temperature": ">0"}
 
     def prepare(self, ctx: MethodContext) -> None:
         super().prepare(ctx)

@@ -8,17 +8,22 @@ nearest-class-mean cross-entropy, which also works at K=1); the lowest loss wins
 
 from typing import Any
 
+from pydantic import Field
+
 from lorabench.data import Split
 from lorabench.merging import merge_weighted_, require_support, stack_modules, weighted_scorer
 from lorabench.method import FrozenFeatureMethod, MethodContext
+from lorabench.specs import MethodParams
 
 
 class TaskArithmetic(FrozenFeatureMethod):
     name = "task_arithmetic"
     description = "W0 + λ·ΣΔW, λ chosen on the support set; head only"
     needs_upstream = True
-    defaults = {"lambdas": [0.1, 0.25, 0.5, 0.75, 1.0], "temperature": 10.0}
-    hparam_ranges = {"temperature": ">0"}
+
+    class Params(MethodParams):
+        lambdas: list[float] = Field([0.1, 0.25, 0.5, 0.75, 1.0], min_length=1)
+        temperature: float = Field(10.0, gt=0)
 
     def prepare(self, ctx: MethodContext) -> None:
         super().prepare(ctx)

@@ -7,17 +7,23 @@ sign from the trimmed sum (elect), average the entries that agree with it (disjo
 
 from typing import Any
 
+from pydantic import Field
+
 from lorabench.merging import merge_transformed_, stack_modules, ties_merge
 from lorabench.method import FrozenFeatureMethod, MethodContext
+from lorabench.specs import MethodParams
 
 
 class TiesMerging(FrozenFeatureMethod):
     name = "ties_merging"
     description = "TIES trim / elect-sign / disjoint-mean of the N upstream ΔW merged into W0; head only"
     needs_upstream = True
-    defaults = {"density": 0.2, "scaling": 1.0}
+
+    class Params(MethodParams):
+        density: float = Field(0.2, gt=0, le=1)
+        scaling: float = 1.0
+
     tune_grid = {"density": [0.1, 0.2, 0.5]}
-    hparam_ranges = {"density": "(0,1]"}
 
     def prepare(self, ctx: MethodContext) -> None:
         super().prepare(ctx)

@@ -4,10 +4,12 @@ from typing import Any
 
 import torch
 import torch.nn.functional as F
+from pydantic import Field
 
 from lorabench.data import Split
 from lorabench.merging import merge_weighted_, stack_modules
 from lorabench.method import Method, MethodContext
+from lorabench.specs import MethodParams
 from lorabench.training import extract_features
 
 
@@ -16,7 +18,9 @@ class MergedPrototypes(Method):
     description = "sum of the upstream ΔW (× scale) merged into W0; class-mean cosine head, no training"
     needs_upstream = True
     modalities = ("image",)
-    defaults = {"scale": 0.5}
+
+    class Params(MethodParams):  # hyperparameters: defaults and allowed values, checked before any work
+        scale: float = Field(0.5, gt=0)
 
     def prepare(self, ctx: MethodContext) -> None:
         super().prepare(ctx)  # keeps ctx, seeds the run, makes self.head
