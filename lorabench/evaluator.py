@@ -21,7 +21,7 @@ from lorabench.adapters import LoraAdapter, load_adapter
 from lorabench.backbones import Backbone, create_backbone
 from lorabench.data import Examples, Split, load_examples, sample_support
 from lorabench.errors import ConfigError
-from lorabench.identity import PROTOCOL_VERSION, identify
+from lorabench.identity import PROTOCOL_VERSION, identify, upstream_jobs_of
 from lorabench.method import Method, MethodContext, require_fit
 from lorabench.provenance import (device_label, git_commit, git_dirty, peak_memory_mb, reproduce_command,
                                   reset_peak_memory, versions)
@@ -85,8 +85,8 @@ def run_cell(cfg: RunConfig, on_event: Callable[..., None] | None = None) -> Res
     if method_cls.needs_upstream:
         targets = backbone.targets()
         adapters = [load_adapter(d, targets, backbone.aliases) for d in cfg.upstream_dirs] or ensure_upstream_adapters(
-            task, cfg.backbone, targets, backbone.aliases, cfg.data_dir, cfg.cache_dir, cfg.device,
-            on_train=(lambda name: on_event("upstream", cfg, name)) if on_event else None, precision=cfg.precision)
+            upstream_jobs_of(cfg, task), targets, backbone.aliases,
+            on_train=(lambda name: on_event("upstream", cfg, name)) if on_event else None)
     upstream_s = time.perf_counter() - t0
     streams = Streams.of_cell(task.name, cfg.k, cfg.seed)
     num_classes = support.num_classes if len(support) else test.num_classes

@@ -15,12 +15,12 @@ from typing import Any
 from lorabench.errors import ConfigError
 from lorabench.evaluator import run_cell
 from lorabench.executors import Executor, LocalExecutor
-from lorabench.identity import identify
+from lorabench.identity import identify, upstream_jobs_of
 from lorabench.method import METHODS, require_fit
 from lorabench.results import SCHEMA_VERSION, move_aside, record_problem, record_state, write_result
 from lorabench.specs import KValue, ResultRecord, RunConfig
 from lorabench.task_registry import get_task
-from lorabench.upstream import UpstreamJob, ensure_upstream_adapter, is_complete, upstream_jobs
+from lorabench.upstream import UpstreamJob, ensure_upstream_adapter, is_complete
 from lorabench.validation import check_grid
 
 
@@ -67,10 +67,7 @@ def needed_upstream_jobs(cells: list[RunConfig]) -> dict[str, tuple[UpstreamJob,
     """Adapters the cells will load from the store and that are not there yet: store path -> (job, cells)."""
     jobs: dict[str, tuple[UpstreamJob, list[RunConfig]]] = {}
     for cfg in cells:
-        if cfg.upstream_dirs or not METHODS.get(cfg.method).needs_upstream:
-            continue
-        for job in upstream_jobs(get_task(cfg.task, cfg.profile), cfg.backbone, cfg.data_dir, cfg.cache_dir, cfg.device,
-                                 cfg.precision):
+        for job in upstream_jobs_of(cfg):
             if not is_complete(Path(job.path)):
                 jobs.setdefault(job.path, (job, []))[1].append(cfg)
     return jobs

@@ -17,12 +17,21 @@ from lorabench.hashing import digest_files, digest_json
 from lorabench.method import METHODS, EndToEndMethod
 from lorabench.specs import Recipe, ResultRecord, RunConfig, TaskSpec
 from lorabench.task_registry import get_task
-from lorabench.upstream import adapter_key
+from lorabench.upstream import UpstreamJob, upstream_jobs
 
 # Bumped whenever the evaluation protocol changes in a way the specs do not show (training loops, metrics).
 PROTOCOL_VERSION = 2
 # The parts of a task that decide a cell's value (the grid lists, suite, tags and prose do not).
 TASK_FIELDS = {"name", "modality", "metric", "downstream", "preprocessing", "recipe", "profile"}
+
+
+def upstream_jobs_of(cfg: RunConfig, task: TaskSpec | None = None) -> list[UpstreamJob]:
+    """The store adapters a cell composes: the one list the grid trains (those missing, before any cell), the
+    cell loads and the cell's identity names. Empty for a method without upstream modules or with --upstream."""
+    if cfg.upstream_dirs or not METHODS.get(cfg.method).needs_upstream:
+        return []
+    task = task or get_task(cfg.task, cfg.profile)
+    return upstream_jobs(task, cfg.backbone, cfg.data_dir, cfg.cache_dir, cfg.device, cfg.precision)
 
 
 def upstream_identity(task: TaskSpec, cfg: RunConfig) -> list[str]:
@@ -39,8 +48,7 @@ def upstream_identity(task: TaskSpec, cfg: RunConfig) -> list[str]:
                                    f"{WEIGHTS_FILE}.")
             out.append(digest_files(files))
         return out
-    return [f"{up.name}-{adapter_key(cfg.backbone, up, task.preprocessing, task.upstream_training, cfg.precision)}"
-            for up in task.upstream]
+    return [Path(job.path).name for job in upstream_jobs_of(cfg, task)]  # <name>-<store key>
 
 
 def decisive_inputs(cfg: RunConfig) -> dict[str, Any]:

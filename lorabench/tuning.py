@@ -29,7 +29,7 @@ from lorabench.results import write_json_atomic
 from lorabench.seeding import Streams, derive_seed
 from lorabench.specs import KValue, RunConfig
 from lorabench.task_registry import get_task
-from lorabench.upstream import ensure_upstream_adapters
+from lorabench.upstream import ensure_upstream_adapters, upstream_jobs
 
 TUNING_DIR = "_tuning"  # inside the results folder; result loaders skip it
 
@@ -80,8 +80,8 @@ def select(task_name: str, method: str, profile: str = "full", ks: list[KValue] 
                           f"{max(grid_ks)} cannot be tuned. Pass a smaller --k.")
     backbone = create_backbone(task.backbone, device)
     val = encode_cached(backbone, train_ex, val_idx, task.preprocessing)
-    adapters = ensure_upstream_adapters(task, task.backbone, backbone.targets(), backbone.aliases, data_dir, cache_dir,
-                                        device) if method_cls.needs_upstream else []
+    adapters = ensure_upstream_adapters(upstream_jobs(task, task.backbone, data_dir, cache_dir, device),
+                                        backbone.targets(), backbone.aliases) if method_cls.needs_upstream else []
     grid = method_cls.tune_grid
     configs = grid_configs(grid)
     trials = [Trial(encode_cached(backbone, train_ex, pool[sample_support(

@@ -167,14 +167,12 @@ def ensure_upstream_adapter(job: UpstreamJob, on_train: Callable[[str], None] | 
         return True
 
 
-def ensure_upstream_adapters(task: TaskSpec, backbone_name: str, targets: list[Target], aliases: set[str],
-                             data_dir: str | None, cache_dir: str | None, device: str = "cpu",
-                             on_train: Callable[[str], None] | None = None, precision: str = "fp32"
-                             ) -> list[LoraAdapter]:
-    """Load the task's upstream adapters onto `targets` (the caller's backbone's), training (once, under a
-    lock) those not yet in the store."""
+def ensure_upstream_adapters(jobs: list[UpstreamJob], targets: list[Target], aliases: set[str],
+                             on_train: Callable[[str], None] | None = None) -> list[LoraAdapter]:
+    """Load the jobs' adapters onto `targets` (the caller's backbone's), training (once, under a lock) those not
+    yet in the store (a grid has trained them already: then this only loads)."""
     adapters = []
-    for job in upstream_jobs(task, backbone_name, data_dir, cache_dir, device, precision):
+    for job in jobs:
         ensure_upstream_adapter(job, on_train)
         adapters.append(load_adapter(Path(job.path), targets, aliases, name=job.upstream.name))
     return adapters
