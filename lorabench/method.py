@@ -84,8 +84,8 @@ class Method(ABC):
       values as pydantic constraints, checked strictly before any work; users override them with `--hp k=v` (an
       unknown key is an error). `defaults` is derived from it (read-only). `tune_grid`: the values `--tune`
       tries on a validation draw;
-    - in the hooks, `self.recipe` is the task's shared recipe as a typed `Recipe` (what the training loops take)
-      and `self.hp` every hyperparameter by name (the recipe's fields, the method's `defaults`, `--hp` values);
+    - in the hooks, `self.recipe` is the task's shared recipe as a typed `Recipe` (what the training loops take),
+      `self.params` the method's own `Params`, and `self.hp` every hyperparameter by name (as recorded);
     - `prepare(ctx)`: keep the context, build the head (call `super().prepare(ctx)`), change the backbone;
     - `fit(support)`: train on the K-shot support `Split` (it may be empty: K = 0);
     - `predict(split)`: a [len(split)] tensor of predicted class / choice indices;
@@ -113,6 +113,7 @@ class Method(ABC):
         self.hp: dict[str, Any] = {**known, **hparams}  # as recorded (resolved_hparams) and digested
         # The shared recipe as the typed object the training loops take (its fields are in `hp` too).
         self.recipe = Recipe.model_validate({k: self.hp[k] for k in RECIPE_KEYS})
+        self.params = self.Params.model_validate({k: self.hp[k] for k in self.Params.model_fields})  # the method's own
         self.head: nn.Module | None = None
         self.log: dict[str, Any] = {}
 
@@ -226,7 +227,7 @@ class EndToEndMethod(Method):
         return self.recipe.e2e_rule()[2]
 
     def param_groups(self) -> list[dict]:
-        return [{"params": self.backbone_params(), "lr": self.hp["lr"]},
+        return [{"params": self.backbone_params(), "lr": self.params.lr},
                 {"params": list(self.head.parameters()), "lr": self.head_lr_after_warmup()}]
 
     def progress(self) -> dict[str, float]:

@@ -42,8 +42,8 @@ class ArrowRouting(FrozenFeatureMethod):
     def prepare(self, ctx: MethodContext) -> None:
         super().prepare(ctx)
         self.layers = attach_routing(ctx.backbone.model, ctx.backbone.targets(), ctx.adapters,
-                                     int(self.hp["top_k"]), float(self.hp["router_temperature"]),
-                                     int(self.hp["power_iters"]), int(self.hp["prototype_seed"]))
+                                     self.params.top_k, self.params.router_temperature,
+                                     self.params.power_iters, self.params.prototype_seed)
 
     def predict(self, split: Split) -> torch.Tensor:
         key = f"{digest_module(self.ctx.backbone.model)}|{split.key}"
@@ -66,5 +66,5 @@ class ArrowRouting(FrozenFeatureMethod):
 
     def extras(self) -> dict[str, Any]:
         n = len(self.ctx.adapters)
-        return {"upstream": [a.name for a in self.ctx.adapters], "top_k_used": min(int(self.hp["top_k"]), n),
+        return {"upstream": [a.name for a in self.ctx.adapters], "top_k_used": min(self.params.top_k, n),
                 "routing": "mean weight over test tokens per adapted matrix (composition)"}

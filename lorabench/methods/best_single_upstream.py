@@ -30,7 +30,7 @@ class BestSingleUpstream(FrozenFeatureMethod):
 
     def fit(self, support: Split) -> None:
         require_support(self.name, support)
-        score = weighted_scorer(self.ctx.backbone, self.stacked, support, self.hp["temperature"])
+        score = weighted_scorer(self.ctx.backbone, self.stacked, support, self.params.temperature)
         n = self.stacked.n
         self.losses = [score([float(i == j) for i in range(n)]) for j in range(n)]
         self.best = min(range(n), key=self.losses.__getitem__)

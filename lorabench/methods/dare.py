@@ -29,8 +29,8 @@ class Dare(FrozenFeatureMethod):
     def prepare(self, ctx: MethodContext) -> None:
         super().prepare(ctx)
         stacked = stack_modules(ctx.backbone, ctx.adapters)
-        p = float(self.hp["drop_rate"])
-        scaling = 1.0 / stacked.n if self.hp["scaling"] is None else float(self.hp["scaling"])
+        p = self.params.drop_rate
+        scaling = 1.0 / stacked.n if self.params.scaling is None else self.params.scaling
         gen = ctx.streams.generator("dare")
         merge_transformed_(stacked, lambda deltas: scaling * dare(deltas, p, gen).sum(0))
         self.scaling = scaling

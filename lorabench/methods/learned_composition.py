@@ -49,7 +49,7 @@ class LearnedComposition(EndToEndMethod):
         groups = super().param_groups()
         if self.learn_gain:  # no weight decay on the gain: it would pull the update toward 0, a prior we do not want
             groups[0]["params"] = groups[0]["params"][:-1]  # backbone_params() puts the gain last
-            groups.insert(1, {"params": [self.gain], "lr": self.hp["lr"], "weight_decay": 0.0})
+            groups.insert(1, {"params": [self.gain], "lr": self.params.lr, "weight_decay": 0.0})
         return groups
 
     def progress(self) -> dict[str, float]:

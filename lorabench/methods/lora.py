@@ -22,7 +22,7 @@ class LoraFromScratch(EndToEndMethod):
         super().prepare(ctx)
         self.layers = attach(ctx.backbone.model, ctx.backbone.targets())
         for layer in self.layers.values():
-            layer.enable_lora(self.hp["rank"], self.hp["alpha"])
+            layer.enable_lora(self.params.rank, self.params.alpha)
 
     def backbone_params(self):
         return [p for layer in self.layers.values() for p in (layer.lora_A, layer.lora_B)]

@@ -64,11 +64,11 @@ class LoraHub(FrozenFeatureMethod):
 
     def fit(self, support: Split) -> None:
         require_support(self.name, support)
-        score = weighted_scorer(self.ctx.backbone, self.stacked, support, self.hp["temperature"])
-        objective = lorahub_objective(score, self.hp["l1"])
+        score = weighted_scorer(self.ctx.backbone, self.stacked, support, self.params.temperature)
+        objective = lorahub_objective(score, self.params.l1)
         self.start_value = objective(np.full(self.stacked.n, 1.0 / self.stacked.n))
         self.weights, self.value, self.n_evals = search_weights(
-            objective, self.stacked.n, int(self.hp["budget"]), float(self.hp["bound"]), float(self.hp["step"]))
+            objective, self.stacked.n, self.params.budget, self.params.bound, self.params.step)
         merge_weighted_(self.stacked, self.weights.tolist())
         super().fit(support)
 

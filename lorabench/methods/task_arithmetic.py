@@ -32,9 +32,9 @@ class TaskArithmetic(FrozenFeatureMethod):
 
     def fit(self, support: Split) -> None:
         require_support(self.name, support)
-        score = weighted_scorer(self.ctx.backbone, self.stacked, support, self.hp["temperature"])
+        score = weighted_scorer(self.ctx.backbone, self.stacked, support, self.params.temperature)
         n = self.stacked.n
-        self.losses = {float(lam): score([float(lam)] * n) for lam in sorted(self.hp["lambdas"])}
+        self.losses = {float(lam): score([float(lam)] * n) for lam in sorted(self.params.lambdas)}
         self.lam = min(self.losses, key=self.losses.get)
         merge_weighted_(self.stacked, [self.lam] * n)
         super().fit(support)

@@ -27,7 +27,7 @@ class TiesMerging(FrozenFeatureMethod):
 
     def prepare(self, ctx: MethodContext) -> None:
         super().prepare(ctx)
-        density, scaling = float(self.hp["density"]), float(self.hp["scaling"])
+        density, scaling = self.params.density, self.params.scaling
         merge_transformed_(stack_modules(ctx.backbone, ctx.adapters), lambda deltas: ties_merge(deltas, density, scaling))
 
     def extras(self) -> dict[str, Any]:

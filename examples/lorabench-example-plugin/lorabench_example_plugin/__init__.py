@@ -24,9 +24,9 @@ class MergedPrototypes(Method):
 
     def prepare(self, ctx: MethodContext) -> None:
         super().prepare(ctx)  # keeps ctx, seeds the run, makes self.head
-        weights = [self.hp["scale"]] * len(ctx.adapters)
+        weights = [self.params.scale] * len(ctx.adapters)
         merge_weighted_(stack_modules(ctx.backbone, ctx.adapters), weights)  # exact: W0 + scale·Σ scaleₙ·Bₙ·Aₙ
-        self.tag = f"merged_prototypes:{self.hp['scale']}:" + "|".join(a.source for a in ctx.adapters)
+        self.tag = f"merged_prototypes:{self.params.scale}:" + "|".join(a.source for a in ctx.adapters)
 
     def fit(self, support: Split) -> None:
         feats = F.normalize(extract_features(self.ctx.backbone, support, self.tag), dim=-1)
@@ -44,4 +44,4 @@ class MergedPrototypes(Method):
         return 0  # nothing is trained; the head's prototypes count as head parameters
 
     def extras(self) -> dict[str, Any]:
-        return {"upstream": [a.name for a in self.ctx.adapters], "scale": self.hp["scale"]}
+        return {"upstream": [a.name for a in self.ctx.adapters], "scale": self.params.scale}
