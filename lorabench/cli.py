@@ -7,6 +7,7 @@ stderr and exit code 2; anything else is a bug and keeps its traceback.
 from __future__ import annotations
 
 import json
+import re
 import shlex
 import sys
 from enum import Enum
@@ -28,45 +29,68 @@ console = Console(width=None if sys.stdout.isatty() else 160)
 err_console = Console(stderr=True, width=None if sys.stderr.isatty() else 160)
 
 
+_ASCII_INT = re.compile(r"-?[0-9]+")  # not str.isdigit / int(): they take '²' and other scripts' digits
+
+
 def _parse_k(text: str | None) -> list[Any] | None:
-    if not text:
+    """--k: None (not given: the task's grid), else K values; an empty value is an error, not the default."""
+    if text is None:
         return None
     out: list[Any] = []
     for part in text.split(","):
         part = part.strip()
         if part == "all":
             out.append("all")
-        elif part.isdigit():
+        elif _ASCII_INT.fullmatch(part) and not part.startswith("-"):
             out.append(int(part))
         else:
-            raise ConfigError(f"--k takes a comma-separated list of non-negative integers or 'all' (e.g. 1,5,all); got {part!r}.")
+            raise ConfigError(f"--k takes a comma-separated list of non-negative integers or 'all' (e.g. 1,5,all); "
+                              f"got {part!r}" + (" (leave --k out for the task's own grid)" if not text.strip() else "")
+                              + ".")
     return out
 
 
 def _parse_ints(text: str | None, flag: str) -> list[int] | None:
-    if not text:
+    if text is None:
         return None
-    try:
-        return [int(p) for p in text.split(",")]
-    except ValueError:
-        raise ConfigError(f"{flag} takes a comma-separated list of integers (e.g. 0,1,2); got {text!r}.") from None
+    parts = [p.strip() for p in text.split(",")]
+    if not all(_ASCII_INT.fullmatch(p) for p in parts):
+        raise ConfigError(f"{flag} takes a comma-separated list of integers (e.g. 0,1,2); got {text!r}"
+                          + (f" (leave {flag} out for the task's own)" if not text.strip() else "") + ".")
+    return [int(p) for p in parts]
 
 
 def _parse_hparams(items: list[str]) -> dict[str, Any]:
-    out = {}
+    out: dict[str, Any] = {}
     for item in items:
         if "=" not in item:
             raise ConfigError(f"--hp takes key=value (e.g. --hp lr=1e-3); got {item!r}.")
         key, value = item.split("=", 1)
+        key = key.strip()
         try:
-            out[key.strip()] = json.loads(value)
+            parsed = json.loads(value)
         except json.JSONDecodeError:
-            out[key.strip()] = value
+            parsed = value
+        if key in out:
+            raise ConfigError(f"--hp {key} is given twice ({key}={out[key]!r} and {key}={parsed!r}); give it once.")
+        out[key] = parsed
     return out
 
 
-def _split_names(values: list[str]) -> list[str]:
-    return [n.strip() for v in values for n in v.split(",") if n.strip()]
+def _split_names(values: list[str], flag: str) -> list[str]:
+    """Names from repeated and comma-separated values; naming nothing at all is an error, not an empty grid."""
+    names = [n.strip() for v in values for n in v.split(",") if n.strip()]
+    if not names:
+        raise ConfigError(f"{flag} names nothing (got {', '.join(map(repr, values))}): give at least one name; "
+                          f"`lorabench list {'tasks' if flag == '--task' else 'methods'}` lists them.")
+    return names
+
+
+def _folder(value: str, flag: str) -> Path:
+    """A folder option: an empty value is an error (pathlib would read it as '.', the current folder)."""
+    if not value.strip():
+        raise ConfigError(f"{flag} is empty: give a folder (e.g. {flag} results), or leave it out for the default.")
+    return Path(value)
 
 
 class ExecutorKind(str, Enum):
@@ -90,7 +114,7 @@ def run(
     seeds: Optional[str] = typer.Option(None, "--seeds", help="Seeds, e.g. 0,1,2 (default: the task's seeds)."),
     backbone: Optional[str] = typer.Option(None, "--backbone", "-b", help="Backbone (default: the task's)."),
     data_dir: Optional[Path] = typer.Option(None, "--data-dir", help="Local data folder (<name>/<split>.parquet); else $LORABENCH_DATA, else the hub."),
-    results_dir: Path = typer.Option(Path("results"), "--results-dir", help="Where result JSON files go."),
+    results_dir: str = typer.Option("results", "--results-dir", help="Where result JSON files go."),
     cache_dir: Optional[Path] = typer.Option(None, "--cache-dir", help="Upstream adapter store; else $LORABENCH_CACHE, else ~/.cache/lorabench."),
     device: str = typer.Option("cpu", "--device", help="cpu, cuda, cuda:N or mps."),
     precision: Optional[str] = typer.Option(None, "--precision", help="fp32 or bf16 (autocast); default bf16 on CUDA, fp32 elsewhere."),
@@ -111,13 +135,14 @@ def run(
     from lorabench.results import read_result
     from lorabench.validation import check_device, check_grid, check_precision
 
+    results_dir = _folder(results_dir, "--results-dir")
     check_device(device)
     precision = check_precision(precision, device)
     for d in upstream:
         if not d.is_dir():
             raise ConfigError(f"--upstream {d}: no such folder (expected a PEFT adapter folder).")
     cells = expand_grid(
-        _split_names(method), _split_names(task), _parse_k(k), _parse_ints(seeds, "--seeds"), backbone,
+        _split_names(method, "--method"), _split_names(task, "--task"), _parse_k(k), _parse_ints(seeds, "--seeds"), backbone,
         hparams=_parse_hparams(hp), upstream_dirs=[str(p.resolve()) for p in upstream], tune=tune, profile=profile,
         device=device, precision=precision, data_dir=str(data_dir) if data_dir else None,
         results_dir=str(results_dir), cache_dir=str(cache_dir) if cache_dir else None,
@@ -204,7 +229,7 @@ def tune(
     k: Optional[str] = typer.Option(None, "--k", help="K values to average over (default: the task's grid, without 0 and all)."),
     profile: str = typer.Option("full", "--profile", help="full or smoke."),
     data_dir: Optional[Path] = typer.Option(None, "--data-dir", help="Local data folder; else $LORABENCH_DATA, else the hub."),
-    results_dir: Path = typer.Option(Path("results"), "--results-dir", help="The selection goes to <results-dir>/_tuning/<task>/."),
+    results_dir: str = typer.Option("results", "--results-dir", help="The selection goes to <results-dir>/_tuning/<task>/."),
     cache_dir: Optional[Path] = typer.Option(None, "--cache-dir", help="Upstream adapter store."),
     device: str = typer.Option("cpu", "--device", help="cpu, cuda, cuda:N or mps."),
     n_val: int = typer.Option(50, "--n-val", min=1, help="Validation examples per class (in total for QA)."),
@@ -214,11 +239,12 @@ def tune(
     from lorabench.tuning import select, write_selection
     from lorabench.validation import check_device, check_writable
 
+    results_dir = _folder(results_dir, "--results-dir")
     check_device(device)
     check_writable(results_dir, "--results-dir")
 
-    for task_name in dict.fromkeys(_split_names(task)):
-        for name in dict.fromkeys(_split_names(method)):
+    for task_name in dict.fromkeys(_split_names(task, "--task")):
+        for name in dict.fromkeys(_split_names(method, "--method")):
             sel = select(task_name, name, profile, _parse_k(k), str(data_dir) if data_dir else None,
                          str(cache_dir) if cache_dir else None, device, n_val)
             path = write_selection(sel, results_dir)
@@ -237,7 +263,7 @@ def compare(
     methods: list[str] = typer.Argument(..., help="Two methods, A then B: the difference is A - B."),
     task: str = typer.Option(..., "--task", "-t", help="Task name."),
     k: str = typer.Option(..., "--k", help="K values, e.g. 1,5,all."),
-    results_dir: Path = typer.Option(Path("results"), "--results-dir", help="Folder of result JSON files."),
+    results_dir: str = typer.Option("results", "--results-dir", help="Folder of result JSON files."),
     profile: str = typer.Option("full", "--profile", help="full (default) or smoke."),
     backbone: Optional[str] = typer.Option(None, "--backbone", "-b", help="Backbone (default: the task's)."),
     ci: str = typer.Option("t", "--ci", help="t: paired t interval; bootstrap: paired bootstrap over seeds."),
@@ -249,6 +275,7 @@ def compare(
     from lorabench.stats import CI_METHODS, compare_records, seeds_needed
     from lorabench.task_registry import get_task
 
+    results_dir = _folder(results_dir, "--results-dir")
     if len(methods) != 2 or methods[0] == methods[1]:
         raise ConfigError(f"compare takes two different methods, A and B; got {methods}.")
     if ci not in CI_METHODS:
@@ -334,14 +361,14 @@ def list_(what: Listable = typer.Argument(..., help="tasks, methods or backbones
 
 @app.command()
 def leaderboard(
-    results_dir: Path = typer.Option(Path("results"), "--results-dir", help="Folder of result JSON files (searched recursively)."),
-    out: Path = typer.Option(Path("site"), "--out", help="Folder to write the static site into (index.html + one page per task)."),
+    results_dir: str = typer.Option("results", "--results-dir", help="Folder of result JSON files (searched recursively)."),
+    out: str = typer.Option("site", "--out", help="Folder to write the static site into (index.html + one page per task)."),
     claims: Optional[list[Path]] = typer.Option(None, "--claims", help="A YAML file of claims to check on claims.html, besides the paper's (repeatable; format: lorabench/leaderboard/claims/paper.yaml)."),
 ) -> None:
     """Render all results into a static HTML leaderboard that opens from disk (no server, no network)."""
     from lorabench.leaderboard import build_site
 
-    report = build_site(results_dir, out, claims or ())
+    report = build_site(_folder(results_dir, "--results-dir"), _folder(out, "--out"), claims or ())
     console.print(f"{report.n_records} result file(s) -> {len(report.pages)} task page(s); open {report.index}")
     if report.claims:
         console.print(f"claims: {', '.join(f'{n} {v}' for v, n in report.claim_totals.items())} (task × K rows) -> {report.claims}")

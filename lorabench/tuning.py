@@ -56,6 +56,13 @@ def validation_draw(labels: np.ndarray, task_name: str, supports: Iterable[tuple
     return val_idx, np.setdiff1d(rest, val_idx)
 
 
+def _smallest(labels: np.ndarray, per_class: bool) -> int:
+    """The smallest class count (per class), or the number of examples (QA); 0 when there are none."""
+    if not len(labels):
+        return 0
+    return int(np.bincount(labels).min()) if per_class else len(labels)
+
+
 def select(task_name: str, method: str, profile: str = "full", ks: list[KValue] | None = None,
            data_dir: str | None = None, cache_dir: str | None = None, device: str = "cpu",
            n_val: int = 50) -> dict[str, Any]:
@@ -73,11 +80,15 @@ def select(task_name: str, method: str, profile: str = "full", ks: list[KValue] 
     train_ex = load_examples(task.downstream.train, data_dir)
     val_idx, pool = validation_draw(train_ex.labels, task.name, [(k, s) for k in task.k_grid for s in task.seeds_for(k)],
                                     per_class, n_val)
-    smallest = (int(np.bincount(train_ex.labels[pool]).min()) if per_class else len(pool)) if len(pool) else 0
+    smallest = _smallest(train_ex.labels[pool], per_class)
     if not len(val_idx) or smallest < max(grid_ks):
-        raise ConfigError(f"Task {task_name!r}: after setting aside every evaluation support set, {len(val_idx)} "
-                          f"validation example(s) and {smallest} per class for tuning supports are left; K up to "
-                          f"{max(grid_ks)} cannot be tuned. Pass a smaller --k.")
+        free = _smallest(train_ex.labels[np.concatenate([val_idx, pool])], per_class)  # before the validation draw
+        unit = "per class" if per_class else "in total"
+        fix = (f"pass a smaller --n-val (at most {free - max(grid_ks)} leaves K = {max(grid_ks)} its supports)"
+               if n_val > free - max(grid_ks) and free > max(grid_ks) else "pass a smaller --k")
+        raise ConfigError(f"Task {task_name!r}: after setting aside every evaluation support set, {free} example(s) "
+                          f"{unit} are free; --n-val {n_val} takes {len(val_idx)} for validation and leaves {smallest} "
+                          f"{unit} for tuning supports, so K up to {max(grid_ks)} cannot be tuned: {fix}.")
     backbone = create_backbone(task.backbone, device)
     val = encode_cached(backbone, train_ex, val_idx, task.preprocessing)
     adapters = ensure_upstream_adapters(upstream_jobs(task, task.backbone, data_dir, cache_dir, device),

@@ -166,6 +166,28 @@ CASES = [
                                         str(w["root"] / "a_file")], ["a_file"], None),
     ("tune-bad-device", lambda w: ["tune", "-m", "lora", "-t", w["task"], "--device", "gpu", *R(w)[:2]], ["'gpu'"],
      None),
+    # issue 29: inputs that used to crash or to mean nothing and still exit 0
+    ("k-superscript", lambda w: ["run", "-m", "lora", "-t", w["task"], "--k", "²", *R(w)], ["--k", "'²'"], None),
+    ("compare-k-superscript", lambda w: ["compare", "lora", "classifier_tuning", "-t", w["task"], "--k", "1,²",
+                                         *R(w)[:2]], ["--k", "'²'"], None),
+    ("seeds-superscript", lambda w: ["run", "-m", "lora", "-t", w["task"], "--seeds", "0,²", *R(w)], ["--seeds", "'0,²'"],
+     None),
+    ("method-empty", lambda w: ["run", "-m", "", "-t", w["task"], *R(w)], ["--method names nothing"], None),
+    ("method-comma", lambda w: ["run", "-m", ",", "-t", w["task"], *R(w)], ["--method names nothing", "','"], None),
+    ("task-empty", lambda w: ["run", "-m", "lora", "-t", "", *R(w)], ["--task names nothing", "lorabench list tasks"],
+     None),
+    ("tune-method-empty", lambda w: ["tune", "-m", " ", "-t", w["task"], *R(w)[:2]], ["--method names nothing"], None),
+    ("k-empty", lambda w: ["run", "-m", "lora", "-t", w["task"], "--k", "", *R(w)], ["--k", "leave --k out"], None),
+    ("seeds-empty", lambda w: ["run", "-m", "lora", "-t", w["task"], "--seeds", "", *R(w)], ["leave --seeds out"],
+     None),
+    ("results-dir-empty", lambda w: ["run", "-m", "lora", "-t", w["task"], "--results-dir", ""],
+     ["--results-dir is empty"], None),
+    ("leaderboard-out-empty", lambda w: ["leaderboard", "--results-dir", str(w["results"]), "--out", " "],
+     ["--out is empty"], None),
+    ("hp-twice", lambda w: ["run", "-m", "lora", "-t", w["task"], "--hp", "lr=0.1", "--hp", "lr=0.2", *R(w)],
+     ["--hp lr is given twice", "lr=0.1", "lr=0.2"], None),
+    ("tune-n-val-too-big", lambda w: ["tune", "-m", "classifier_tuning", "-t", w["task"], "--n-val", "100000",
+                                      *R(w)[:2]], ["--n-val 100000", "pass a smaller --n-val"], None),
 ]
 
 
