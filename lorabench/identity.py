@@ -22,6 +22,8 @@ from lorabench.upstream import UpstreamJob, upstream_jobs
 # Bumped whenever the evaluation protocol changes in a way the specs do not show (training loops, metrics).
 PROTOCOL_VERSION = 2
 # The parts of a task that decide a cell's value (the grid lists, suite, tags and prose do not).
+# The fields a record shows at its top level and also keeps in its config (which the digest covers).
+CELL_FIELDS = ("task", "method", "backbone", "k", "seed", "profile")
 TASK_FIELDS = {"name", "modality", "metric", "downstream", "preprocessing", "recipe", "profile"}
 
 
@@ -74,8 +76,14 @@ def identify(cfg: RunConfig) -> RunConfig:
 
 
 def staleness(record: ResultRecord) -> str | None:
-    """Why `record` no longer matches what the current specs would run (None if it still does)."""
+    """Why `record` no longer matches what the current specs would run (None if it still does). A record is
+    ranked by its top-level fields but identified by its config, so the two must name the same cell."""
     fields = {k: v for k, v in record.config.items() if k in RunConfig.model_fields and k != "digest"}
+    clash = [f"{f} {getattr(record, f)!r} vs {fields.get(f)!r}" for f in CELL_FIELDS
+             if str(getattr(record, f)) != str(fields.get(f))]
+    if clash:
+        return (f"its top-level fields disagree with its own config ({'; '.join(clash)}): the record was edited or "
+                "mis-written; re-run the cell")
     try:
         current = identify(RunConfig.model_validate(fields)).digest
     except LorabenchError as exc:

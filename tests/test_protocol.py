@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import sys
+from pathlib import Path
 
 import pytest
 import torch
@@ -18,9 +19,11 @@ from lorabench.method import METHODS, MethodContext
 from lorabench.profiles import SMOKE, SMOKE_IMAGE_SIZE
 from lorabench.results import load_results
 from lorabench.seeding import Streams, generator
-from lorabench.specs import Recipe, RunConfig
+from lorabench.specs import Recipe, ResultRecord, RunConfig
 from lorabench.task_registry import all_tasks, get_task
 from lorabench.views import crop_boxes, random_views, resize
+
+REPO = Path(__file__).resolve().parents[1]
 
 PAPER_METHODS = ["classifier_tuning", "uniform_composition", "learned_composition", "lora", "full_finetune"]
 
@@ -241,6 +244,24 @@ def test_identity_covers_the_task_file_and_method_defaults_and_old_records_go_st
         page = (tmp_path / "site" / "task-digits_ident.html").read_text()
         assert "Stale records (left out)" in page and "1/1 seeds" in page
     _all_tasks.cache_clear()
+
+
+@pytest.mark.parametrize("field,value", [("method", "lora"), ("task", "split_cifar10"), ("backbone", "tiny_vit"),
+                                         ("k", 10), ("seed", 7)])
+def test_a_record_whose_top_level_disagrees_with_its_config_is_stale(field, value, tmp_path):
+    """The leaderboard ranks a record by its top-level fields but its digest covers only its config: a record
+    whose two halves name different cells (edited, mis-written) is stale, never a current score."""
+    from lorabench.leaderboard.rows import split_stale
+
+    src = sorted((REPO / "docs" / "results" / "digits").glob("classifier_tuning__*__k1__s0__*.json"))
+    current = [r for r in (ResultRecord.model_validate_json(p.read_text()) for p in src) if staleness(r) is None]
+    assert current, "a current committed digits record"
+    rec = current[0]
+    bent = rec.model_copy(update={field: value})
+    why = staleness(bent)
+    assert why and "top-level fields disagree with its own config" in why and f"{field} {value!r}" in why
+    current_rows, stale_rows = split_stale([bent])
+    assert not any(current_rows.values()) and [r for rs in stale_rows.values() for r, _ in rs] == [bent]
 
 
 def test_smoke_records_are_shown_apart_and_never_ranked(smoke_records, tmp_path):
