@@ -10,6 +10,7 @@ so a killed run never leaves a half-written adapter.
 
 from __future__ import annotations
 
+import json
 import math
 import os
 import shutil
@@ -109,7 +110,8 @@ def train_upstream_adapter(backbone_name: str, up: UpstreamSpec, prep: Preproces
     log = train_end_to_end(backbone, head, groups, split, recipe, generator(backbone_name, up.name, recipe.seed, "order"))
     train_s = time.perf_counter() - t0
     weights = {name: ab for layer in layers.values() for name, ab in layer.lora_weights().items()}
-    meta = {"upstream_task": up.name, "n_train": len(split), "n_heldout": len(heldout),
+    meta = {"upstream_task": up.name, "train_data": json.loads(examples.key), "data_source": examples.source,
+            "n_train": len(split), "n_heldout": len(heldout),
             "heldout_accuracy": _accuracy(backbone, head, heldout), "probe_accuracy": probe,
             "train_log": log, "train_s": round(train_s, 3), "probe_s": round(probe_s, 3),
             "recipe": recipe.model_dump(mode="json"),
