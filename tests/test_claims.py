@@ -452,7 +452,7 @@ def test_the_claims_page_renders_its_verdict_tables_in_chromium(real_site, tmp_p
     tables = page.find_all("table", "claims")  # the verdict tables and those of strata not run (behind a toggle)
     static = dom((real_site / "claims.html").read_text(encoding="utf-8")).find_all("table", "claims")
     assert len(tables) == len(static) and len(page.find_all("table", "verdicts")) == 3
-    for task in ("pacs_art_painting", "digits", "split_cifar10"):  # every row the page holds is rendered
+    for task in ("pacs_art_painting", "digits", "split_cifar10", "arc_easy"):  # every row the page holds is rendered
         count = sum(tr.attrs["data-task"] == task for t in tables for tr in t.find_all("tr", "claim-row"))
         assert count == sum(tr.attrs["data-task"] == task for t in static for tr in t.find_all("tr", "claim-row")), task
         assert count > 0, task
