@@ -1,4 +1,5 @@
-"""The shared training recipe: head warm-up on frozen features, end-to-end AdamW + cosine, image views.
+"""The shared training loops: head warm-up on frozen features (AdamW), the end-to-end phase (the recipe's rule:
+SGD with momentum), upstream training (AdamW), all with cosine decay, on the recipe's image views.
 
 Every method of a (task, K, seed) cell goes through these functions with the same recipe and the same
 generator, so it sees the same batch stream (indices and augmentations) and the same head init.
