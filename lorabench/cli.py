@@ -155,7 +155,8 @@ def run(
         raise ConfigError("--ray-address, --cpus-per-run and --gpus-per-run apply to --executor ray only.")
     if cpus_per_run <= 0 or gpus_per_run < 0:
         raise ConfigError(f"--cpus-per-run must be > 0 and --gpus-per-run >= 0; got {cpus_per_run} and {gpus_per_run}.")
-    check_grid(cells)  # before any work: names, K, hyperparameters, data, folders, adapters
+    for warning in check_grid(cells):  # before any work: names, K, hyperparameters, data, folders, adapters
+        err_console.print(f"[yellow]warning[/]: {escape(warning)}")
     runner = make_executor(executor.value, address=ray_address, cpus_per_run=cpus_per_run, gpus_per_run=gpus_per_run)
     counts = {"running": 0, "done": 0, "skipped": 0, "failed": 0}
     with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),

@@ -213,14 +213,16 @@ def backbone_facts(name: str) -> BackboneFacts:
     return BackboneFacts(bb.modality, bb.targets(), frozenset(bb.aliases))
 
 
-def check_grid(cells: list[RunConfig]) -> None:
-    """Validate every cell of a grid before any work; raises a LorabenchError naming the first problem."""
+def check_grid(cells: list[RunConfig]) -> list[str]:
+    """Validate every cell of a grid before any work; raises a LorabenchError naming the first problem. Returns
+    warnings: inputs that are valid but surprising (the CLI prints them before it runs anything)."""
     from lorabench.adapters import load_adapter
     from lorabench.method import METHODS
     from lorabench.task_registry import get_task, task_source
 
+    warnings: list[str] = []
     if not cells:
-        return
+        return warnings
     check_device(cells[0].device)
     check_writable(cells[0].results_dir, "--results-dir")
     seen: set = set()
@@ -252,6 +254,13 @@ def check_grid(cells: list[RunConfig]) -> None:
                 if bad:
                     raise ConfigError(f"--upstream {d}: the adapter holds non-finite (NaN or inf) weights in "
                                       f"{len(bad)} matrices (first: {bad[0]}); retrain or replace it.")
+                targets = backbones[cfg.backbone].targets
+                missing = [t.name for t in targets if t.name not in adapter.weights]
+                if missing:  # PEFT's reading of a partial adapter, exact, but rarely what was meant
+                    warnings.append(f"--upstream {d} adapts {len(targets) - len(missing)} of the {len(targets)} target "
+                                    f"matrices of {cfg.backbone} (not, e.g., {missing[0]}): composed, it leaves the "
+                                    "others as they are (ΔW = 0), as PEFT reads a partial adapter.")
         if (cfg.task, cfg.backbone) not in seen:
             seen.add((cfg.task, cfg.backbone))
             check_backbone_fits(cfg.backbone, backbones[cfg.backbone].modality, task)
+    return warnings

@@ -221,6 +221,24 @@ def test_bad_input_is_refused_before_any_work(case, world, monkeypatch, capsys):
     assert snapshot(world["results"]) == before, name  # nothing written, moved or deleted
 
 
+def test_an_upstream_adapter_of_half_the_matrices_is_run_with_a_warning(world, tmp_path, monkeypatch, capsys):
+    """Valid (PEFT reads the missing matrices as unchanged) but rarely meant: a warning, from the checks that run
+    before any cell."""
+    from lorabench.adapters import LoraAdapter, save_adapter
+    from lorabench.backbones import create_backbone
+
+    targets = create_backbone("efficientnet_lite0").targets()
+    half = targets[: len(targets) // 2]
+    w = {t.name: (torch.zeros(4, t.in_features), torch.zeros(t.out_features, 4)) for t in half}
+    save_adapter(LoraAdapter("half", w, {n: 1.0 for n in w}, source="test"), tmp_path / "half", half, 4, 4.0)
+    code, text = invoke(["run", "-m", "uniform_composition", "-t", world["task"], "--k", "1", "--seeds", "0",
+                         "--upstream", str(tmp_path / "half"), "--results-dir", str(tmp_path / "r")], {}, monkeypatch,
+                        capsys)
+    flat = " ".join(text.split())
+    assert code == 0, text
+    assert f"adapts {len(half)} of the {len(targets)} target matrices" in flat and "ΔW = 0" in flat
+
+
 def test_the_console_script_prints_one_paragraph_too(world):
     out = subprocess.run([sys.executable, "-m", "lorabench.cli", "run", "-m", "lora", "-t", world["task"],
                           "--device", "tpu", *R(world)], capture_output=True, text=True, timeout=120,
