@@ -352,7 +352,9 @@ class ResultRecord(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    schema_version: int = 3
+    # A newer schema is not this version's to read (its fields may mean other things): such a record does not
+    # validate here, so a grid leaves it alone with a warning and no table shows its value.
+    schema_version: int = Field(3, ge=1, le=3)
     cell_id: str
     config_hash: str
     task: str

@@ -221,6 +221,30 @@ def test_bad_input_is_refused_before_any_work(case, world, monkeypatch, capsys):
     assert snapshot(world["results"]) == before, name  # nothing written, moved or deleted
 
 
+def test_a_record_of_a_newer_schema_alone_is_left_alone_with_a_warning_and_not_summarised(world, monkeypatch, capsys):
+    """Even when a newer record's fields all read (only `schema_version` says it is newer), it is not this
+    version's record: the cell is not run, the file is kept, a warning says why, and its value is not printed."""
+    import json
+
+    from lorabench.grid import expand_grid, run_grid
+
+    cells = expand_grid(["classifier_tuning"], [world["task"]], [5], [1], None, results_dir=str(world["results"]),
+                        cache_dir=str(world["root"] / "cache"))
+    path = cells[0].result_path()
+    run_grid(cells)  # a real record of this cell, then rewritten as a newer version's
+    blob = json.dumps({**json.loads(path.read_text()), "schema_version": 99, "value": 0.123456}).encode()
+    path.write_bytes(blob)
+    try:
+        code, text = invoke(["run", "-m", "classifier_tuning", "-t", world["task"], "--k", "5", "--seeds", "1",
+                             *R(world)], {}, monkeypatch, capsys)
+        flat = " ".join(text.split())
+        assert code == 0, text
+        assert "newer lorabench" in flat and "12.35" not in flat  # warned; 0.123456 never shown as a result
+        assert path.read_bytes() == blob
+    finally:
+        path.unlink()
+
+
 def test_an_upstream_adapter_of_half_the_matrices_is_run_with_a_warning(world, tmp_path, monkeypatch, capsys):
     """Valid (PEFT reads the missing matrices as unchanged) but rarely meant: a warning, from the checks that run
     before any cell."""
