@@ -853,3 +853,38 @@ def test_a_family_with_one_swept_value_gets_no_sweep_page(tmp_path):
     task = "library_sign_digits_n3"
     write_records(tmp_path / "results" / "x", {"a": fake_record(task, 0.5, tags=get_task(task).tags)})
     assert build_site(tmp_path / "results", tmp_path / "site").sweeps == []
+
+
+def test_a_record_field_with_a_nul_or_50_mb_prints_clean_and_bounded(quick_task, tmp_path):
+    """The page prints no control characters from a record and cuts any string beyond MAX_FIELD_CHARS; the
+    record keeps its field whole."""
+    from lorabench.leaderboard.pages import MAX_FIELD_CHARS
+
+    huge = "lorabench run\x00 --seeds 0 " + "x" * 5_000_000
+    write_records(tmp_path / "r" / quick_task, {"big": fake_record(quick_task, 0.7, command=huge)})
+    build_site(tmp_path / "r", tmp_path / "site")
+    for page in (tmp_path / "site").glob("*.html"):
+        blob = page.read_bytes()
+        assert b"\x00" not in blob and len(blob) < 20 * MAX_FIELD_CHARS + 500_000, page.name
+    text = (tmp_path / "site" / f"task-{quick_task}.html").read_text(encoding="utf-8")
+    assert "lorabench run\ufffd --seeds 0" in text and "more characters in the record" in text
+    assert json.loads((tmp_path / "r" / quick_task / "big.json").read_text())["command"] == huge
+
+
+def test_pages_are_written_whole_or_not_at_all(quick_task, tmp_path, monkeypatch):
+    """A write that fails (here: the disk fills at fsync) leaves every previous page as it was, and no temp file."""
+    import errno
+
+    results, site = tmp_path / "r", tmp_path / "site"
+    write_records(results / quick_task, {"a": fake_record(quick_task, 0.7)})
+    build_site(results, site)
+    before = {p.name: p.read_bytes() for p in site.iterdir()}
+    write_records(results / quick_task, {"b": fake_record(quick_task, 0.8, 1, 1)})  # the pages would change
+
+    def disk_full(fd):
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(os, "fsync", disk_full)
+    with pytest.raises(ConfigError, match="No space left on device"):
+        build_site(results, site)
+    assert {p.name: p.read_bytes() for p in site.iterdir()} == before

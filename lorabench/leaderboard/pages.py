@@ -27,7 +27,7 @@ from lorabench.leaderboard.rows import (Row, StaleRecord, build_rows, row_label,
                                         stale_records)
 from lorabench.leaderboard.svg import accuracy_plot, diff_plot, draw_heatmaps
 from lorabench.leaderboard.sweeps import sweep_pages
-from lorabench.results import load_results, record_problem
+from lorabench.results import load_results, record_problem, write_text_atomic
 from lorabench.specs import ResultRecord, TaskSpec, k_order
 from lorabench.validation import check_writable
 
@@ -206,14 +206,31 @@ def _stale_only_page(name: str, profile: str, stale: list[tuple[ResultRecord, st
     return page
 
 
+_CONTROL = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f]")
+MAX_FIELD_CHARS = 4000  # a printed string longer than this is cut (the record keeps it whole)
+
+
+def bounded(value: Any) -> Any:
+    """What a page prints of any value: no control characters (a NUL from a record field is not text; U+FFFD
+    stands in its place) and no string beyond MAX_FIELD_CHARS (one 50 MB field must not make a 100 MB page).
+    Markup the templates build (SVG, links) keeps its length; only control characters leave it."""
+    if isinstance(value, markupsafe.Markup):
+        return markupsafe.Markup(_CONTROL.sub("", value))
+    if isinstance(value, str):
+        value = _CONTROL.sub("\ufffd", value)
+        if len(value) > MAX_FIELD_CHARS:
+            value = f"{value[:MAX_FIELD_CHARS]} … [{len(value) - MAX_FIELD_CHARS:,} more characters in the record]"
+    return value
+
+
 def environment() -> jinja2.Environment:
-    env = jinja2.Environment(loader=jinja2.FileSystemLoader(TEMPLATES), autoescape=True,
+    env = jinja2.Environment(loader=jinja2.FileSystemLoader(TEMPLATES), autoescape=True, finalize=bounded,
                              undefined=jinja2.StrictUndefined, trim_blocks=True, lstrip_blocks=True)
     env.filters["pct"] = pct
     env.filters["pts"] = pts
     env.filters["count"] = lambda n: f"{n:,}"
     # Escaped, with a line-break chance after each underscore: long snake_case method names wrap there.
-    env.filters["wbr"] = lambda text: markupsafe.Markup("_<wbr>").join(str(text).split("_"))
+    env.filters["wbr"] = lambda text: markupsafe.Markup("_<wbr>").join(str(bounded(str(text))).split("_"))
     env.globals["row_label"] = row_label
     return env
 
@@ -278,7 +295,7 @@ def build_site(results_dir: str | Path, out_dir: str | Path, claims_files: list[
     try:
         out_dir.mkdir(parents=True, exist_ok=True)
         for path, text in zip([*written, claims_path, index], html):
-            path.write_text(text, encoding="utf-8")
+            write_text_atomic(path, text)  # whole or not at all: a full disk leaves the previous page
     except OSError as exc:
         raise ConfigError(f"--out {out_dir}: cannot write {path}: {exc.strerror or exc}.") from None
     return SiteReport(out_dir=out_dir, index=index, pages=written[:len(pages)], sweeps=written[len(pages):],
