@@ -315,7 +315,7 @@ def test_a_write_failure_fails_the_cell_and_stops_the_grid_with_what_is_left(wor
     def full_disk(*_a, **_k):
         raise OSError(errno.ENOSPC, "No space left on device")
 
-    monkeypatch.setattr(results_mod.json, "dump", full_disk)
+    monkeypatch.setattr(results_mod.os, "fsync", full_disk)  # the writer's data never reaches the disk
     out = tmp_path / "r"
     code, text = invoke(["run", "-m", "classifier_tuning", "-t", world["task"], "--k", "1,5", "--seeds", "0",
                          "--results-dir", str(out), "--cache-dir", str(world["root"] / "cache")], {},
