@@ -322,6 +322,14 @@ class Split:
         return out
 
 
+def smallest_pool(labels: np.ndarray, per_class: bool, num_classes: int = 0) -> int:
+    """The most K a pool allows: its smallest class count (a class of the `num_classes` with no example counts
+    0), or its number of examples when K counts in total (QA); 0 for an empty pool."""
+    if not len(labels):
+        return 0
+    return int(np.bincount(labels, minlength=num_classes).min()) if per_class else len(labels)
+
+
 def sample_support(labels: np.ndarray, k: KValue, seed: int, per_class: bool = True) -> np.ndarray:
     """K examples per class (or K in total for QA), drawn from `seed`; 'all' = every index.
 

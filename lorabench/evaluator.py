@@ -19,7 +19,7 @@ import numpy as np
 import lorabench
 from lorabench.adapters import LoraAdapter, load_adapter
 from lorabench.backbones import Backbone, create_backbone
-from lorabench.data import Examples, Split, load_examples, sample_support
+from lorabench.data import Examples, Split, load_examples, sample_support, smallest_pool
 from lorabench.errors import ConfigError
 from lorabench.identity import PROTOCOL_VERSION, identify, upstream_jobs_of
 from lorabench.method import Method, MethodContext, require_fit
@@ -75,7 +75,7 @@ def run_cell(cfg: RunConfig, on_event: Callable[..., None] | None = None) -> Res
     backbone = create_backbone(cfg.backbone, cfg.device)  # the cell's one backbone: encodes, then the method's
     backbone.precision = cfg.precision
     check_backbone_fits(cfg.backbone, backbone.modality, task)
-    per_class = task.modality != "multiple_choice"
+    per_class = train_ex.modality == "image"  # K per class; QA: K questions in total
     support_idx = sample_support(train_ex.labels, cfg.k, derive_seed(task.name, cfg.k, cfg.seed, "support"), per_class)
     support = encode_cached(backbone, train_ex, support_idx, task.preprocessing)
     test = encode_cached(backbone, test_ex, None, task.preprocessing)
@@ -158,13 +158,9 @@ def _tune_cell(method_cls: type[Method], hparams: dict[str, Any], backbone: Back
     """`run --tune`: pick hyperparameters by accuracy on a validation draw disjoint from the cell's support set,
     training on that support set with the cell's own streams."""
     rest = np.setdiff1d(np.arange(len(train_ex.labels)), support_idx)
-    per_class = task.modality != "multiple_choice"
+    per_class = train_ex.modality == "image"
     labels = train_ex.labels[rest]
-    k_val = cfg.k if cfg.k != "all" else 20
-    if per_class:
-        k_val = min(k_val, int(np.bincount(labels, minlength=support.num_classes).min()))
-    else:
-        k_val = min(k_val, len(rest))
+    k_val = min(cfg.k if cfg.k != "all" else 20, smallest_pool(labels, per_class, support.num_classes))
     if k_val < 1:
         raise ConfigError(f"--tune needs training examples outside the support set; task {task.name!r} has none left.")
     val_idx = rest[sample_support(labels, k_val, derive_seed(task.name, cfg.k, cfg.seed, "val"), per_class)]

@@ -20,7 +20,7 @@ from typing import Any
 import numpy as np
 
 from lorabench.backbones import create_backbone
-from lorabench.data import load_examples, sample_support
+from lorabench.data import load_examples, sample_support, smallest_pool
 from lorabench.errors import ConfigError
 from lorabench.evaluator import Trial, encode_cached, grid_configs, score_configs
 from lorabench.identity import identify
@@ -56,13 +56,6 @@ def validation_draw(labels: np.ndarray, task_name: str, supports: Iterable[tuple
     return val_idx, np.setdiff1d(rest, val_idx)
 
 
-def _smallest(labels: np.ndarray, per_class: bool) -> int:
-    """The smallest class count (per class), or the number of examples (QA); 0 when there are none."""
-    if not len(labels):
-        return 0
-    return int(np.bincount(labels).min()) if per_class else len(labels)
-
-
 def select(task_name: str, method: str, profile: str = "full", ks: list[KValue] | None = None,
            data_dir: str | None = None, cache_dir: str | None = None, device: str = "cpu",
            n_val: int = 50) -> dict[str, Any]:
@@ -76,13 +69,15 @@ def select(task_name: str, method: str, profile: str = "full", ks: list[KValue] 
     grid_ks = [k for k in (ks or task.k_grid) if k not in ("all", 0)]
     if not grid_ks:
         raise ConfigError(f"Task {task_name!r}: no K in {ks or task.k_grid} to tune on (K = 0 and 'all' are left out).")
-    per_class = task.modality != "multiple_choice"
     train_ex = load_examples(task.downstream.train, data_dir)
+    per_class = train_ex.modality == "image"
     val_idx, pool = validation_draw(train_ex.labels, task.name, [(k, s) for k in task.k_grid for s in task.seeds_for(k)],
                                     per_class, n_val)
-    smallest = _smallest(train_ex.labels[pool], per_class)
+    n_classes = len(train_ex.class_names or [])
+    smallest = smallest_pool(train_ex.labels[pool], per_class, n_classes)
     if not len(val_idx) or smallest < max(grid_ks):
-        free = _smallest(train_ex.labels[np.concatenate([val_idx, pool])], per_class)  # before the validation draw
+        # before the validation draw:
+        free = smallest_pool(train_ex.labels[np.concatenate([val_idx, pool])], per_class, n_classes)
         unit = "per class" if per_class else "in total"
         fix = (f"pass a smaller --n-val (at most {free - max(grid_ks)} leaves K = {max(grid_ks)} its supports)"
                if n_val > free - max(grid_ks) and free > max(grid_ks) else "pass a smaller --k")
