@@ -5,37 +5,21 @@ Each module alone is merged into W0 and its support features are scored by `merg
 whether composing helps over simply choosing. The choice is searched, not trained: 0 trainable parameters.
 """
 
+from collections.abc import Callable, Sequence
 from typing import Any
 
-from pydantic import Field
-
-from lorabench.data import Split
-from lorabench.merging import merge_weighted_, require_support, stack_modules, weighted_scorer
-from lorabench.method import FrozenFeatureMethod, MethodContext
-from lorabench.specs import MethodParams
+from lorabench.methods.scored_merge import ScoredMerge
 
 
-class BestSingleUpstream(FrozenFeatureMethod):
+class BestSingleUpstream(ScoredMerge):
     name = "best_single_upstream"
     description = "the one upstream ΔW with the lowest support loss, merged into W0; head only"
-    needs_upstream = True
 
-    class Params(MethodParams):
-        temperature: float = Field(10.0, gt=0)
-
-    def prepare(self, ctx: MethodContext) -> None:
-        super().prepare(ctx)
-        self.stacked = stack_modules(ctx.backbone, ctx.adapters)
-        self.losses: list[float] = []
-
-    def fit(self, support: Split) -> None:
-        require_support(self.name, support)
-        score = weighted_scorer(self.ctx.backbone, self.stacked, support, self.params.temperature)
+    def choose(self, score: Callable[[Sequence[float]], float]) -> list[float]:
         n = self.stacked.n
         self.losses = [score([float(i == j) for i in range(n)]) for j in range(n)]
         self.best = min(range(n), key=self.losses.__getitem__)
-        merge_weighted_(self.stacked, [float(i == self.best) for i in range(n)])
-        super().fit(support)
+        return [float(i == self.best) for i in range(n)]
 
     def extras(self) -> dict[str, Any]:
         names = [a.name for a in self.ctx.adapters]

@@ -9,17 +9,14 @@ candidate costs one forward pass over the support set. w is searched, not traine
 parameters; only the head trains afterwards.
 """
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import numpy as np
 from pydantic import Field
 from scipy.optimize import minimize
 
-from lorabench.data import Split
-from lorabench.merging import merge_weighted_, require_support, stack_modules, weighted_scorer
-from lorabench.method import FrozenFeatureMethod, MethodContext
-from lorabench.specs import MethodParams
+from lorabench.methods.scored_merge import ScoredMerge
 
 
 def lorahub_objective(score: Callable[[np.ndarray], float], l1: float) -> Callable[[np.ndarray], float]:
@@ -44,33 +41,24 @@ def search_weights(objective: Callable[[np.ndarray], float], n: int, budget: int
     return best, value, len(seen)
 
 
-class LoraHub(FrozenFeatureMethod):
+class LoraHub(ScoredMerge):
     name = "lorahub"
     description = "gradient-free search of one weight per module (Nelder-Mead, L1), exact ΣwΔW; head only"
-    needs_upstream = True
 
-    class Params(MethodParams):
+    class Params(ScoredMerge.Params):
         budget: int = Field(30, ge=1)
         l1: float = Field(0.05, ge=0)
         bound: float = Field(1.5, gt=0)
         step: float = Field(0.5, gt=0)
-        temperature: float = Field(10.0, gt=0)
 
     tune_grid = {"l1": [0.0, 0.05, 0.2]}
 
-    def prepare(self, ctx: MethodContext) -> None:
-        super().prepare(ctx)
-        self.stacked = stack_modules(ctx.backbone, ctx.adapters)
-
-    def fit(self, support: Split) -> None:
-        require_support(self.name, support)
-        score = weighted_scorer(self.ctx.backbone, self.stacked, support, self.params.temperature)
+    def choose(self, score: Callable[[Sequence[float]], float]) -> list[float]:
         objective = lorahub_objective(score, self.params.l1)
         self.start_value = objective(np.full(self.stacked.n, 1.0 / self.stacked.n))
         self.weights, self.value, self.n_evals = search_weights(
             objective, self.stacked.n, self.params.budget, self.params.bound, self.params.step)
-        merge_weighted_(self.stacked, self.weights.tolist())
-        super().fit(support)
+        return self.weights.tolist()
 
     def extras(self) -> dict[str, Any]:
         return {"upstream": [a.name for a in self.ctx.adapters], "weights": [round(float(w), 6) for w in self.weights],

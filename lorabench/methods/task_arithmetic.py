@@ -6,38 +6,26 @@ nearest-class-mean cross-entropy, which also works at K=1); the lowest loss wins
 λ is searched, not trained, so the method reports 0 trainable parameters.
 """
 
+from collections.abc import Callable, Sequence
 from typing import Any
 
 from pydantic import Field
 
-from lorabench.data import Split
-from lorabench.merging import merge_weighted_, require_support, stack_modules, weighted_scorer
-from lorabench.method import FrozenFeatureMethod, MethodContext
-from lorabench.specs import MethodParams
+from lorabench.methods.scored_merge import ScoredMerge
 
 
-class TaskArithmetic(FrozenFeatureMethod):
+class TaskArithmetic(ScoredMerge):
     name = "task_arithmetic"
     description = "W0 + λ·ΣΔW, λ chosen on the support set; head only"
-    needs_upstream = True
 
-    class Params(MethodParams):
+    class Params(ScoredMerge.Params):
         lambdas: list[float] = Field([0.1, 0.25, 0.5, 0.75, 1.0], min_length=1)
-        temperature: float = Field(10.0, gt=0)
 
-    def prepare(self, ctx: MethodContext) -> None:
-        super().prepare(ctx)
-        self.stacked = stack_modules(ctx.backbone, ctx.adapters)
-        self.losses: dict[float, float] = {}
-
-    def fit(self, support: Split) -> None:
-        require_support(self.name, support)
-        score = weighted_scorer(self.ctx.backbone, self.stacked, support, self.params.temperature)
+    def choose(self, score: Callable[[Sequence[float]], float]) -> list[float]:
         n = self.stacked.n
         self.losses = {float(lam): score([float(lam)] * n) for lam in sorted(self.params.lambdas)}
         self.lam = min(self.losses, key=self.losses.get)
-        merge_weighted_(self.stacked, [self.lam] * n)
-        super().fit(support)
+        return [self.lam] * n
 
     def extras(self) -> dict[str, Any]:
         return {"upstream": [a.name for a in self.ctx.adapters], "lambda": self.lam,
