@@ -9,6 +9,7 @@ from __future__ import annotations
 import fnmatch
 import hashlib
 import os
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from functools import lru_cache
 from pathlib import Path
@@ -18,7 +19,7 @@ import numpy as np
 import torch
 
 from lorabench.errors import ConfigError, DataError, DataNotFoundError
-from lorabench.hashing import digest_bytes
+from lorabench.hashing import digest_bytes, digest_file
 from lorabench.seeding import derive_seed
 from lorabench.specs import DatasetRef, KValue, Modality
 from lorabench.views import resize
@@ -51,7 +52,52 @@ def _sklearn_digits():
     return datasets.Dataset.from_dict({"image": images, "label": bunch.target.tolist()}, features=features)
 
 
+@lru_cache(maxsize=1)
+def _sklearn_digits_digest() -> str:
+    """The content of scikit-learn's digits (pixel values and labels as loaded), not of its file: a release
+    that recompresses the same data keeps the digest, one that changes a value does not."""
+    from sklearn.datasets import load_digits
+
+    bunch = load_digits()
+    h = hashlib.sha256()
+    for arr in (bunch.images, bunch.target):
+        a = np.ascontiguousarray(arr)
+        h.update(f"{a.dtype.str}{a.shape}".encode())
+        h.update(a.tobytes())
+    return h.hexdigest()
+
+
 BUILTIN_DATASETS = {"sklearn_digits": _sklearn_digits}
+BUILTIN_DIGESTS = {"sklearn_digits": _sklearn_digits_digest}
+
+
+# --- what the data is: a digest of its content, in every identity ------------------------------------
+
+
+def data_key(ref: DatasetRef) -> str:
+    """The file (or builtin, or hub split) a ref reads: several refs of one file (class subsets, holdout parts)
+    share its content digest."""
+    return f"builtin/{ref.name}" if ref.builtin else f"{ref.name}/{ref.split}"
+
+
+def content_digest(ref: DatasetRef, data_dir: str | os.PathLike | None, recorded: Mapping[str, str] | None = None
+                   ) -> str:
+    """What the data a ref loads is, looked up in the loader's order: `sha256:<hex>` of the local Parquet file
+    (the digest the data pack's manifest lists) or of a builtin's values, else `hub:<id>[/<config>]@<revision>`
+    (the pinned revision; unpinned refs follow the hub's `main`). Where the ref's data is not here to read (a
+    record checked on another machine), the digest `recorded` with it is taken as is; failing that, `missing`
+    (the grid's checks then say where they looked)."""
+    if ref.builtin:
+        return f"sha256:{BUILTIN_DIGESTS[ref.name]()}" if ref.name in BUILTIN_DIGESTS else "missing"
+    root = resolve_data_dir(data_dir)
+    path = root / ref.name / f"{ref.split}.parquet" if root is not None else None
+    if path is not None and path.is_file():
+        return f"sha256:{digest_file(path)}"
+    if recorded and data_key(ref) in recorded:
+        return recorded[data_key(ref)]
+    if ref.hub_id:
+        return f"hub:{ref.hub_id}{'/' + ref.hub_config if ref.hub_config else ''}@{ref.revision or 'main'}"
+    return "missing"
 
 
 # --- loading -------------------------------------------------------------------------------------
@@ -85,7 +131,8 @@ def _load_raw(ref: DatasetRef, data_dir: Path | None):
         looked.append(f"not the hub id {ref.hub_id!r}: the hub was unreachable earlier in this process ({_HUB_DOWN[0]})")
     elif ref.hub_id:
         try:
-            ds = datasets.load_dataset(ref.hub_id, ref.hub_config, split=ref.hub_split or ref.split)
+            ds = datasets.load_dataset(ref.hub_id, ref.hub_config, split=ref.hub_split or ref.split,
+                                      revision=ref.revision)
         except Exception as exc:  # offline, missing, gated...: report every place we looked
             why = f"{type(exc).__name__}: {str(exc).splitlines()[0][:200]}"
             looked.append(f"the hub id {ref.hub_id!r} ({why})")
@@ -213,10 +260,11 @@ class Examples:
     class_names: list[str] | None  # None for multiple-choice QA
     modality: Modality  # what every branch on the kind of data reads (the task's word, lorabench.specs.MODALITIES)
     source: str = ""  # builtin:NAME, local:NAME/SPLIT.parquet or hub:ID[/CONFIG]
+    digest: str = ""  # content_digest of what was loaded
 
 
 @lru_cache(maxsize=64)
-def _load_examples_cached(ref_json: str, data_dir: str | None) -> Examples:
+def _load_examples_cached(ref_json: str, data_dir: str | None, digest: str) -> Examples:
     ref = DatasetRef.model_validate_json(ref_json)
     ds, source = _load_raw(ref, Path(data_dir) if data_dir else None)
     if ref.label_column not in ds.column_names:
@@ -263,12 +311,15 @@ def _load_examples_cached(ref_json: str, data_dir: str | None) -> Examples:
         frac = 1 - ref.max_examples / len(labels)
         keep, _ = stratified_partition(labels, frac, derive_seed(ref.name, ref.split, "cap"))
         ds, labels = ds.select(keep), labels[keep]
-    return Examples(key=ref_json, dataset=ds, labels=labels, class_names=names, modality=modality, source=source)
+    return Examples(key=ref_json, dataset=ds, labels=labels, class_names=names, modality=modality, source=source,
+                    digest=digest)
 
 
 def load_examples(ref: DatasetRef, data_dir: str | os.PathLike | None = None) -> Examples:
+    """The ref's rows, loaded once per process per content (a file replaced under a running process is read
+    again, and its new digest goes with it)."""
     resolved = resolve_data_dir(data_dir)
-    return _load_examples_cached(ref.cache_key(), str(resolved) if resolved else None)
+    return _load_examples_cached(ref.cache_key(), str(resolved) if resolved else None, content_digest(ref, resolved))
 
 
 # --- what methods see ----------------------------------------------------------------------------

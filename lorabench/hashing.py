@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
+from functools import lru_cache
 from pathlib import Path
 from typing import Any
 
@@ -31,6 +33,22 @@ def digest_files(paths: list[Path], n: int = 16) -> str:
         h.update(p.name.encode() + b"\0")
         h.update(Path(p).read_bytes())
     return h.hexdigest()[:n]
+
+
+def digest_file(path: str | os.PathLike) -> str:
+    """The sha256 (hex, whole) of a file's content, as data packs publish it; read once per process per
+    (path, size, mtime), so naming the same data file in many cells costs one read."""
+    st = os.stat(path)
+    return _digest_file(str(Path(path).resolve()), st.st_size, st.st_mtime_ns)
+
+
+@lru_cache(maxsize=256)
+def _digest_file(path: str, size: int, mtime_ns: int) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 22), b""):
+            h.update(block)
+    return h.hexdigest()
 
 
 def digest_module(model: torch.nn.Module, n: int = 16) -> str:

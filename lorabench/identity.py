@@ -1,9 +1,10 @@
 """The identity of a result: a digest of everything that decides its value.
 
 Two cells with the same digest must give the same score (up to floating-point nondeterminism); change
-any input (the task file's data, preprocessing or recipe, a method's defaults, the upstream adapters'
-data or training recipe, the profile, the protocol version) and the digest changes, so the cell is run
-again and an old record is recognised as stale instead of being reused or averaged in.
+any input (the task file's data references, the content of the data files, preprocessing or recipe, a
+method's defaults, the upstream adapters' data or training recipe, the profile, the protocol version) and the
+digest changes, so the cell is run again and an old record is recognised as stale instead of being reused or
+averaged in.
 """
 
 from __future__ import annotations
@@ -12,6 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from lorabench.adapters import CONFIG_FILE, WEIGHTS_FILE
+from lorabench.data import content_digest, data_key
 from lorabench.errors import AdapterError, LorabenchError
 from lorabench.hashing import digest_files, digest_json
 from lorabench.method import METHODS, EndToEndMethod
@@ -33,7 +35,18 @@ def upstream_jobs_of(cfg: RunConfig, task: TaskSpec | None = None) -> list[Upstr
     if cfg.upstream_dirs or not METHODS.get(cfg.method).needs_upstream:
         return []
     task = task or get_task(cfg.task, cfg.profile)
-    return upstream_jobs(task, cfg.backbone, cfg.data_dir, cfg.cache_dir, cfg.device, cfg.precision)
+    return upstream_jobs(task, cfg.backbone, cfg.data_dir, cfg.cache_dir, cfg.device, cfg.precision, cfg.data)
+
+
+def data_digests(cfg: RunConfig, task: TaskSpec | None = None) -> dict[str, str]:
+    """The content digest of every dataset file the cell reads (its support and test pools, and its store
+    adapters' training pools), by file: `lorabench.data.content_digest`, with `cfg.data` (a record's) for data
+    not here to read."""
+    task = task or get_task(cfg.task, cfg.profile)
+    refs = [task.downstream.train, task.downstream.test]
+    if not cfg.upstream_dirs and METHODS.get(cfg.method).needs_upstream:
+        refs += [up.train for up in task.upstream]
+    return {data_key(ref): content_digest(ref, cfg.data_dir, cfg.data) for ref in refs}
 
 
 def upstream_identity(task: TaskSpec, cfg: RunConfig) -> list[str]:
@@ -55,8 +68,8 @@ def upstream_identity(task: TaskSpec, cfg: RunConfig) -> list[str]:
 
 def decisive_inputs(cfg: RunConfig) -> dict[str, Any]:
     """Everything that decides a cell's value (what its digest hashes): protocol version, the task's deciding
-    fields, the method and its resolved hyperparameters, backbone, K, seed, tuning, the upstream modules and a
-    non-default precision."""
+    fields, the content of its data, the method and its resolved hyperparameters, backbone, K, seed, tuning, the
+    upstream modules and a non-default precision."""
     task = get_task(cfg.task, cfg.profile)
     method_cls = METHODS.get(cfg.method)
     e2e = issubclass(method_cls, EndToEndMethod)
@@ -64,6 +77,7 @@ def decisive_inputs(cfg: RunConfig) -> dict[str, Any]:
                if k not in Recipe.model_fields or Recipe.decides(k, v, e2e)}
     return {"protocol": PROTOCOL_VERSION,
             "task": {**task.model_dump(mode="json", include=TASK_FIELDS), "recipe": task.recipe.identity_dump(e2e)},
+            "data": data_digests(cfg, task),
             "method": cfg.method, "hparams": hparams,
             "backbone": cfg.backbone, "k": cfg.k, "seed": cfg.seed, "tune": cfg.tune,
             "upstream": upstream_identity(task, cfg),
@@ -71,7 +85,8 @@ def decisive_inputs(cfg: RunConfig) -> dict[str, Any]:
 
 
 def identify(cfg: RunConfig) -> RunConfig:
-    """`cfg` with its digest set (the result file's name and the record's `config_hash`)."""
+    """`cfg` with its data digests and its digest set (the result file's name and the record's `config_hash`)."""
+    cfg = cfg.model_copy(update={"data": data_digests(cfg)})
     return cfg.model_copy(update={"digest": digest_json(decisive_inputs(cfg))})
 
 
@@ -85,12 +100,17 @@ def staleness(record: ResultRecord) -> str | None:
         return (f"its top-level fields disagree with its own config ({'; '.join(clash)}): the record was edited or "
                 "mis-written; re-run the cell")
     try:
-        current = identify(RunConfig.model_validate(fields)).digest
+        current = identify(RunConfig.model_validate(fields))
     except LorabenchError as exc:
         return f"its inputs cannot be resolved any more ({exc})"
     except ValueError as exc:
         return f"its config does not validate ({str(exc).splitlines()[0]})"
-    if current != record.config_hash:
-        return ("its inputs changed since it was run (task file, method defaults, upstream adapters, profile or "
-                "protocol version): re-run the cell for a current result")
-    return None
+    if current.digest == record.config_hash:
+        return None
+    then = fields.get("data") or {}
+    changed = [f"{key}: {then[key]} then, {now} now" for key, now in current.data.items() if key in then and
+               then[key] != now]
+    if changed:
+        return f"its data changed since it was run ({'; '.join(changed)}): re-run the cell for a current result"
+    return ("its inputs changed since it was run (task file, data, method defaults, upstream adapters, profile or "
+            "protocol version): re-run the cell for a current result")

@@ -58,6 +58,8 @@ class DatasetRef(_Strict):
     image_column: str = "image"
     holdout: Holdout | None = None
     max_examples: int | None = Field(None, gt=0, description="seeded stratified cap (upstream pools)")
+    revision: str | None = Field(None, description="hub copy only: the dataset repository's commit or tag to load "
+                                 "(pinned: part of every identity; unpinned: the hub's main, whatever it holds)")
 
     def cache_key(self) -> str:
         return self.model_dump_json()
@@ -288,6 +290,9 @@ class RunConfig(_Strict):
     profile: str = "full"
     precision: Literal["fp32", "bf16"] = Field("fp32", description="bf16: autocast for the cell's forward and "
                                                "backward passes (fp32 weights and composition arithmetic)")
+    data: dict[str, str] = Field(default_factory=dict, description="content digest of every dataset file the cell "
+                                 "reads, its upstream adapters' included (lorabench.data.content_digest; set by "
+                                 "lorabench.identity.identify)")
     digest: str = Field("", description="identity of the result: lorabench.identity.identify")
     # Where things are; these do not change the score and are left out of the config hash.
     device: str = "cpu"

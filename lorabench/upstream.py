@@ -1,8 +1,8 @@
 """Phase 2: one LoRA per upstream task, trained once and reused by every method, K and seed.
 
 Adapters live under `<cache>/adapters/<backbone>/<upstream>-<key>/` in the PEFT format; the key
-is a digest of everything that changes the weights (backbone, upstream data, preprocessing, the
-task's `upstream_training` recipe, UPSTREAM_VERSION). Each adapter's metadata records its quality: accuracy
+is a digest of everything that changes the weights (backbone, upstream data: its reference and the content of
+its file, preprocessing, the task's `upstream_training` recipe, UPSTREAM_VERSION). Each adapter's metadata records its quality: accuracy
 on a held-out part of its own pool beside a linear probe's on the same part. A file lock per key means two workers never train the same adapter
 at once; the second waits and then reuses it. Writes go to a temporary folder renamed into place,
 so a killed run never leaves a half-written adapter.
@@ -15,7 +15,7 @@ import math
 import os
 import shutil
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -25,7 +25,8 @@ from pydantic import BaseModel
 
 from lorabench.adapters import CONFIG_FILE, WEIGHTS_FILE, LoraAdapter, load_adapter, save_adapter
 from lorabench.backbones import create_backbone
-from lorabench.data import Split, load_examples, stratified_partition
+from lorabench.data import Split, content_digest, data_key, load_examples, stratified_partition
+from lorabench.errors import DataError
 from lorabench.hashing import digest_json
 from lorabench.lora import Target, attach
 from lorabench.seeding import derive_seed, generator, seed_everything
@@ -43,17 +44,18 @@ def cache_root(cache_dir: str | os.PathLike | None = None) -> Path:
 
 
 def adapter_key(backbone: str, up: UpstreamSpec, prep: Preprocessing, recipe: UpstreamRecipe,
-                precision: str = "fp32") -> str:
-    """The store key of one adapter: a digest of everything that changes its weights (the precision it trained
-    in only when it is not fp32, so every adapter trained before precision existed keeps its key)."""
+                precision: str = "fp32", *, data: str) -> str:
+    """The store key of one adapter: a digest of everything that changes its weights, the content of its
+    training data (`data`, `lorabench.data.content_digest` of `up.train`) included (the precision it trained in
+    only when it is not fp32, so every adapter trained before precision existed keeps its key)."""
     return digest_json({"version": UPSTREAM_VERSION, "backbone": backbone, "data": up.train.model_dump(mode="json"),
-                        "prep": prep.model_dump(mode="json"), "recipe": recipe.model_dump(mode="json"),
+                        "content": data, "prep": prep.model_dump(mode="json"), "recipe": recipe.model_dump(mode="json"),
                         **({"precision": precision} if precision != "fp32" else {})}, 12)
 
 
 def adapter_dir(root: Path, backbone: str, up: UpstreamSpec, prep: Preprocessing, recipe: UpstreamRecipe,
-                precision: str = "fp32") -> Path:
-    return root / "adapters" / backbone / f"{up.name}-{adapter_key(backbone, up, prep, recipe, precision)}"
+                precision: str = "fp32", *, data: str) -> Path:
+    return root / "adapters" / backbone / f"{up.name}-{adapter_key(backbone, up, prep, recipe, precision, data=data)}"
 
 
 def is_complete(path: Path) -> bool:
@@ -111,6 +113,7 @@ def train_upstream_adapter(backbone_name: str, up: UpstreamSpec, prep: Preproces
     train_s = time.perf_counter() - t0
     weights = {name: ab for layer in layers.values() for name, ab in layer.lora_weights().items()}
     meta = {"upstream_task": up.name, "train_data": json.loads(examples.key), "data_source": examples.source,
+            "data_digest": examples.digest,
             "n_train": len(split), "n_heldout": len(heldout),
             "heldout_accuracy": _accuracy(backbone, head, heldout), "probe_accuracy": probe,
             "train_log": log, "train_s": round(train_s, 3), "probe_s": round(probe_s, 3),
@@ -128,20 +131,27 @@ class UpstreamJob(BaseModel):
     upstream: UpstreamSpec
     preprocessing: Preprocessing
     recipe: UpstreamRecipe
+    data: str  # the content digest of its training data, part of its key (lorabench.data.content_digest)
     data_dir: str | None = None
     device: str = "cpu"
     precision: str = "fp32"
 
 
 def upstream_jobs(task: TaskSpec, backbone_name: str, data_dir: str | None, cache_dir: str | None,
-                  device: str = "cpu", precision: str = "fp32") -> list[UpstreamJob]:
-    """The adapters a task needs on a backbone, one job per adapter-store key."""
+                  device: str = "cpu", precision: str = "fp32", recorded: Mapping[str, str] | None = None
+                  ) -> list[UpstreamJob]:
+    """The adapters a task needs on a backbone, one job per adapter-store key (`recorded`: the data digests a
+    record was run with, for data not here to read; see `lorabench.data.content_digest`)."""
     root = cache_root(cache_dir)
     rec = task.upstream_training
-    return [UpstreamJob(path=str(adapter_dir(root, backbone_name, up, task.preprocessing, rec, precision)),
-                        backbone=backbone_name, upstream=up, preprocessing=task.preprocessing, recipe=rec,
-                        data_dir=data_dir, device=device, precision=precision)
-            for up in task.upstream]
+    jobs = []
+    for up in task.upstream:
+        data = content_digest(up.train, data_dir, recorded)
+        jobs.append(UpstreamJob(path=str(adapter_dir(root, backbone_name, up, task.preprocessing, rec, precision,
+                                                     data=data)),
+                                backbone=backbone_name, upstream=up, preprocessing=task.preprocessing, recipe=rec,
+                                data=data, data_dir=data_dir, device=device, precision=precision))
+    return jobs
 
 
 def ensure_upstream_adapter(job: UpstreamJob, on_train: Callable[[str], None] | None = None) -> bool:
@@ -159,8 +169,12 @@ def ensure_upstream_adapter(job: UpstreamJob, on_train: Callable[[str], None] | 
         if on_train:
             on_train(job.upstream.name)
         rec = job.recipe
-        adapter, targets, _ = train_upstream_adapter(job.backbone, job.upstream, job.preprocessing, rec, job.data_dir,
-                                                     job.device, job.precision)
+        adapter, targets, meta = train_upstream_adapter(job.backbone, job.upstream, job.preprocessing, rec,
+                                                        job.data_dir, job.device, job.precision)
+        if meta["data_digest"] != job.data:  # the file changed since the grid named this key: not this key's adapter
+            raise DataError(f"Upstream {job.upstream.name!r}: its data {data_key(job.upstream.train)} is "
+                            f"{meta['data_digest']} now, not {job.data} as when the grid started (the file changed "
+                            "during the run); nothing was stored. Run the grid again.")
         tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
         shutil.rmtree(tmp, ignore_errors=True)
         save_adapter(adapter, tmp, targets, rec.rank, rec.alpha)

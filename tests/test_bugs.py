@@ -18,7 +18,7 @@ import torch
 import lorabench.evaluator as evaluator
 import lorabench.method as method_module
 from conftest import QUICK_TASK, registered_task
-from lorabench.data import load_examples
+from lorabench.data import content_digest, load_examples
 from lorabench.grid import expand_grid, run_grid
 from lorabench.identity import identify, upstream_jobs_of
 from lorabench.method import Method
@@ -145,7 +145,8 @@ def test_e_every_seed_is_scored_on_one_test_set(quick_task, store, monkeypatch):
 def test_f_the_adapter_store_keys_and_files_adapters_by_backbone(quick_task, tmp_path):
     task = get_task(quick_task)
     up = task.upstream[0]
-    keys = {b: adapter_key(b, up, task.preprocessing, task.upstream_training) for b in (BACKBONE, "tiny_vit")}
+    keys = {b: adapter_key(b, up, task.preprocessing, task.upstream_training, data=content_digest(up.train, None))
+            for b in (BACKBONE, "tiny_vit")}
     assert keys[BACKBONE] != keys["tiny_vit"]
     paths = {b: [Path(j.path) for j in upstream_jobs_of(cfg(quick_task, "uniform_composition", tmp_path, backbone=b))]
              for b in (BACKBONE, "tiny_vit")}

@@ -223,15 +223,18 @@ def test_d_adapter_store_path_changes_with_every_upstream_training_field(task, t
     root = cache_root(tmp_path)
     up = task.upstream[0]
     base = task.upstream_training
-    base_dir = adapter_dir(root, BACKBONE, up, task.preprocessing, base)
+    data = "sha256:" + "0" * 64
+    base_dir = adapter_dir(root, BACKBONE, up, task.preprocessing, base, data=data)
     fields = list(UpstreamRecipe.model_fields)
     assert {"lr", "epochs", "rank", "alpha", "max_steps", "head_lr", "seed"} <= set(fields)
     for f in fields:
         new = _changed(f, getattr(base, f))
         assert new is not None, f"no changed value for UpstreamRecipe.{f}; extend _changed"
         other = base.model_copy(update={f: new})
-        assert adapter_key(BACKBONE, up, task.preprocessing, other) != adapter_key(BACKBONE, up, task.preprocessing, base), f
-        assert adapter_dir(root, BACKBONE, up, task.preprocessing, other) != base_dir, f
+        assert (adapter_key(BACKBONE, up, task.preprocessing, other, data=data)
+                != adapter_key(BACKBONE, up, task.preprocessing, base, data=data)), f
+        assert adapter_dir(root, BACKBONE, up, task.preprocessing, other, data=data) != base_dir, f
+    assert adapter_dir(root, BACKBONE, up, task.preprocessing, base, data="sha256:" + "1" * 64) != base_dir  # content
 
 
 def test_d_a_changed_upstream_recipe_never_reuses_the_old_adapters(quick_task, tmp_path):

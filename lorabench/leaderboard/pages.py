@@ -43,6 +43,7 @@ class Provenance(BaseModel):
     backbones: list[str]
     devices: list[str]
     torch_versions: list[str]
+    data: list[str] = []  # "<file> <content digest>" of every dataset file the records read
     first: str
     last: str
 
@@ -110,6 +111,8 @@ def provenance(records: list[ResultRecord]) -> Provenance:
         backbones=sorted({r.backbone for r in records}),
         devices=sorted({r.device for r in records}),
         torch_versions=sorted({r.versions.get("torch", "?") for r in records}),
+        data=sorted({f"{key} {digest}" for r in records for key, digest in (r.config.get("data") or {}).items()}
+                    | {"(not recorded: run before data digests)" for r in records if not r.config.get("data")}),
         first=dates[0] if dates else "", last=dates[-1] if dates else "",
     )
 
