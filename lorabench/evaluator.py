@@ -28,7 +28,7 @@ from lorabench.provenance import (device_label, git_commit, git_dirty, peak_memo
 from lorabench.seeding import Streams, derive_seed, seed_everything
 from lorabench.specs import Preprocessing, ResultRecord, RunConfig, TaskSpec, Timings
 from lorabench.task_registry import get_task
-from lorabench.upstream import ensure_upstream_adapters
+from lorabench.upstream import UpstreamJob, ensure_upstream_adapters
 from lorabench.validation import check_backbone_fits
 
 _ENCODED: dict[str, Split] = {}
@@ -60,8 +60,10 @@ def fit_and_score(method_cls: type[Method], hparams: dict, ctx: MethodContext, s
     return method, acc, t
 
 
-def run_cell(cfg: RunConfig, on_event: Callable[..., None] | None = None) -> ResultRecord:
-    """Run one cell end to end and return its record (the caller writes it)."""
+def run_cell(cfg: RunConfig, on_event: Callable[..., None] | None = None,
+             upstream: list[UpstreamJob] | None = None) -> ResultRecord:
+    """Run one cell end to end and return its record (the caller writes it). `upstream`: the store adapters the
+    grid built for the cell (`lorabench.grid.CellJob`); alone, the cell builds its own list."""
     t_start = time.perf_counter()
     reset_peak_memory(cfg.device)
     if not cfg.digest:
@@ -89,7 +91,7 @@ def run_cell(cfg: RunConfig, on_event: Callable[..., None] | None = None) -> Res
     if method_cls.needs_upstream:
         targets = backbone.targets()
         adapters = [load_adapter(d, targets, backbone.aliases) for d in cfg.upstream_dirs] or ensure_upstream_adapters(
-            upstream_jobs_of(cfg, task), targets, backbone.aliases,
+            upstream if upstream is not None else upstream_jobs_of(cfg, task), targets, backbone.aliases,
             on_train=(lambda name: on_event("upstream", cfg, name)) if on_event else None)
     upstream_s = time.perf_counter() - t0
     streams = Streams.of_cell(task.name, cfg.k, cfg.seed)

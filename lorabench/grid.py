@@ -58,18 +58,32 @@ class GridReport:
     stop_reason: str | None = None
 
 
-def execute_cell(cfg: RunConfig) -> dict[str, Any]:
+@dataclass(frozen=True)
+class CellJob:
+    """What an executor runs for one cell: its config and the store adapters it loads, the list the grid built
+    once for the cell (and trained, where missing), so a worker loads exactly those, whatever its own files."""
+
+    cfg: RunConfig
+    upstream: list[UpstreamJob]
+
+    @classmethod
+    def of(cls, cfg: RunConfig) -> "CellJob":
+        return cls(cfg, upstream_jobs_of(cfg))
+
+
+def execute_cell(job: CellJob) -> dict[str, Any]:
     """The job every executor runs for a cell: its record as plain JSON data, for the driver to write."""
-    return run_cell(cfg).model_dump(mode="json")
+    return run_cell(job.cfg, upstream=job.upstream).model_dump(mode="json")
 
 
-def needed_upstream_jobs(cells: list[RunConfig]) -> dict[str, tuple[UpstreamJob, list[RunConfig]]]:
+def needed_upstream_jobs(cells: list[RunConfig] | list[CellJob]) -> dict[str, tuple[UpstreamJob, list[RunConfig]]]:
     """Adapters the cells will load from the store and that are not there yet: store path -> (job, cells)."""
     jobs: dict[str, tuple[UpstreamJob, list[RunConfig]]] = {}
-    for cfg in cells:
-        for job in upstream_jobs_of(cfg):
+    for cell in cells:
+        cell = cell if isinstance(cell, CellJob) else CellJob.of(cell)
+        for job in cell.upstream:
             if not is_complete(Path(job.path)):
-                jobs.setdefault(job.path, (job, []))[1].append(cfg)
+                jobs.setdefault(job.path, (job, []))[1].append(cell.cfg)
     return jobs
 
 
@@ -111,7 +125,8 @@ def run_grid(cells: list[RunConfig], on_event: Callable[..., None] | None = None
         todo.append(cfg)
 
     blocked: dict[str, str] = {}  # cell id -> why its upstream adapters are missing
-    jobs = list(needed_upstream_jobs(todo).values())
+    planned = [CellJob.of(cfg) for cfg in todo]  # each cell's store adapters, built once for the grid
+    jobs = list(needed_upstream_jobs(planned).values())
     with closing(executor.run(ensure_upstream_adapter, [job for job, _ in jobs])) as events:
         for kind, i, outcome in events:
             job, users = jobs[i]
@@ -125,15 +140,16 @@ def run_grid(cells: list[RunConfig], on_event: Callable[..., None] | None = None
                                                       f"trained: {outcome.error}")
 
     runnable = []
-    for cfg in todo:
+    for cell in planned:
+        cfg = cell.cfg
         if cfg.cell_id() in blocked:
             report.failed.append((cfg, blocked[cfg.cell_id()]))
             emit("fail", cfg, blocked[cfg.cell_id()])
         else:
-            runnable.append(cfg)
+            runnable.append(cell)
     with closing(executor.run(execute_cell, runnable)) as events:
         for kind, i, outcome in events:
-            cfg = runnable[i]
+            cfg = runnable[i].cfg
             if kind == "start":
                 emit("start", cfg)
                 continue

@@ -158,15 +158,15 @@ def test_killed_worker_loses_one_cell_and_the_cli_rerun_completes_only_the_missi
     victim, mark = cells[2].cell_id(), tmp_path / "victim.pid"
     killed: list[int] = []
 
-    def held(cfg, _victim=victim, _mark=str(mark)):  # pickled by value: the Ray worker runs this
-        if cfg.cell_id() == _victim:  # say which process holds the cell, then hold it until killed
+    def held(job, _victim=victim, _mark=str(mark)):  # pickled by value: the Ray worker runs this
+        if job.cfg.cell_id() == _victim:  # say which process holds the cell, then hold it until killed
             import os as os_
             import pathlib
             import time as time_
             pathlib.Path(_mark).write_text(str(os_.getpid()))
             time_.sleep(600)
         from lorabench.grid import execute_cell
-        return execute_cell(cfg)
+        return execute_cell(job)
 
     def kill_the_worker_holding_the_victim(kind, cfg, *rest):
         if kind == "start" and cfg.cell_id() == victim:  # wait for the event (the worker holds it), not a delay

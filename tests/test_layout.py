@@ -3,6 +3,8 @@ typed composition weights, and one training loop for heads and end-to-end traini
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 import torch
 
@@ -34,6 +36,25 @@ def test_a_cell_builds_its_backbone_once(quick_task, store, monkeypatch, method,
     assert len(calls) == 1 and 0.0 <= rec.value <= 1.0
     if tune:
         assert len(rec.extras["tuning"]["val_accuracy"]) == 3  # three trials, each on its own copy
+
+
+def test_a_grid_builds_each_cells_upstream_job_list_once_and_the_cell_loads_that_list(quick_task, tmp_path,
+                                                                                      monkeypatch):
+    """The grid's upstream phase and its cells share one list per cell: the worker builds none of its own."""
+    import lorabench.identity as identity
+    from lorabench.grid import expand_grid, run_grid
+
+    cells = expand_grid(["uniform_composition", "classifier_tuning"], [quick_task], [1], [0, 1], None,
+                        results_dir=str(tmp_path / "r"), cache_dir=str(tmp_path / "c"))
+    built, loaded = [], []
+    real_jobs, real_ensure = identity.upstream_jobs, evaluator.ensure_upstream_adapters
+    monkeypatch.setattr(identity, "upstream_jobs", lambda *a, **k: built.append(a[0].name) or real_jobs(*a, **k))
+    monkeypatch.setattr(evaluator, "ensure_upstream_adapters",
+                        lambda jobs, *a, **k: loaded.append([j.path for j in jobs]) or real_ensure(jobs, *a, **k))
+    report = run_grid(cells)
+    assert len(report.done) == 4
+    assert len(built) == 2  # the two composition cells, once each (classifier tuning composes nothing)
+    assert len(loaded) == 2 and all(paths and all(Path(p).is_dir() for p in paths) for paths in loaded)
 
 
 def test_the_method_gets_the_cell_backbone_with_pristine_weights(quick_task, store):
