@@ -46,7 +46,8 @@ def data_digests(cfg: RunConfig, task: TaskSpec | None = None) -> dict[str, str]
     refs = [task.downstream.train, task.downstream.test]
     if not cfg.upstream_dirs and METHODS.get(cfg.method).needs_upstream:
         refs += [up.train for up in task.upstream]
-    return {data_key(ref): content_digest(ref, cfg.data_dir, cfg.data) for ref in refs}
+    files = {data_key(ref): ref for ref in refs}  # many refs (class subsets, holdout parts) read one file
+    return {key: content_digest(ref, cfg.data_dir, cfg.data) for key, ref in files.items()}
 
 
 def upstream_identity(task: TaskSpec, cfg: RunConfig) -> list[str]:
@@ -77,7 +78,7 @@ def decisive_inputs(cfg: RunConfig) -> dict[str, Any]:
                if k not in Recipe.model_fields or Recipe.decides(k, v, e2e)}
     return {"protocol": PROTOCOL_VERSION,
             "task": {**task.model_dump(mode="json", include=TASK_FIELDS), "recipe": task.recipe.identity_dump(e2e)},
-            "data": data_digests(cfg, task),
+            "data": cfg.data or data_digests(cfg, task),  # as identify has just set them
             "method": cfg.method, "hparams": hparams,
             "backbone": cfg.backbone, "k": cfg.k, "seed": cfg.seed, "tune": cfg.tune,
             "upstream": upstream_identity(task, cfg),

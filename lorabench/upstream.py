@@ -144,9 +144,10 @@ def upstream_jobs(task: TaskSpec, backbone_name: str, data_dir: str | None, cach
     record was run with, for data not here to read; see `lorabench.data.content_digest`)."""
     root = cache_root(cache_dir)
     rec = task.upstream_training
-    jobs = []
+    jobs, digests = [], {}  # many upstream pools are parts of one file: its digest is looked up once
     for up in task.upstream:
-        data = content_digest(up.train, data_dir, recorded)
+        data = digests.get(data_key(up.train)) or digests.setdefault(data_key(up.train),
+                                                                     content_digest(up.train, data_dir, recorded))
         jobs.append(UpstreamJob(path=str(adapter_dir(root, backbone_name, up, task.preprocessing, rec, precision,
                                                      data=data)),
                                 backbone=backbone_name, upstream=up, preprocessing=task.preprocessing, recipe=rec,
