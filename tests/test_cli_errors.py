@@ -331,7 +331,8 @@ def test_a_write_failure_fails_the_cell_and_stops_the_grid_with_what_is_left(wor
 # The CLI in a child process whose second cell holds (it marks that it started, then waits): the interrupt arrives
 # while a cell is running, on a fast machine or a loaded one, instead of racing the grid to its end.
 HOLD_SECOND_CELL = """
-import pathlib, sys, time
+import faulthandler, pathlib, signal, sys, time
+faulthandler.register(signal.SIGUSR1, all_threads=True)  # the test asks for every thread's stack if it hangs
 import lorabench.grid as grid
 marker = pathlib.Path(sys.argv.pop(1))
 real, calls = grid.run_cell, []
@@ -355,13 +356,27 @@ def test_ctrl_c_says_how_many_cells_are_done_and_how_to_resume(world, tmp_path):
     out, started = tmp_path / "r", tmp_path / "second-cell-started"
     args = [sys.executable, "-c", HOLD_SECOND_CELL, str(started), "run", "-m", "classifier_tuning", "-t", world["task"],
             "--k", "1,5", "--seeds", "0,1,2", "--results-dir", str(out), "--cache-dir", str(world["root"] / "cache")]
-    proc = subprocess.Popen(args, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    # The child gets Ctrl-C's default action even where the suite runs with SIGINT ignored (as a background job of a
+    # non-interactive shell does): Python installs its KeyboardInterrupt handler only over the default, and an
+    # ignored SIGINT is inherited, so the child slept on through the Ctrl-C and the test hung 120 s.
+    proc = subprocess.Popen(args, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
     deadline = time.time() + 240
     while time.time() < deadline and not started.exists() and proc.poll() is None:
         time.sleep(0.05)
     assert started.exists(), "the second cell never started"
     proc.send_signal(signal.SIGINT)
-    stdout, stderr = proc.communicate(timeout=120)
+    try:
+        stdout, stderr = proc.communicate(timeout=120)
+    except subprocess.TimeoutExpired:  # say where it hangs, then clean up
+        alive = proc.poll() is None
+        if alive:
+            proc.send_signal(signal.SIGUSR1)
+            time.sleep(2)
+        proc.kill()
+        stdout, stderr = proc.communicate()
+        pytest.fail(f"no exit within 120 s of Ctrl-C (process still running: {alive}; if not, a child holds its "
+                    f"pipes). stdout: {stdout[-2000:]}\nstderr and stacks: {stderr[-8000:]}")
     flat = " ".join((stdout + stderr).split())
     assert proc.returncode == 130, flat
     assert "Traceback" not in flat
