@@ -315,11 +315,17 @@ def _load_examples_cached(ref_json: str, data_dir: str | None, digest: str) -> E
                     digest=digest)
 
 
-def load_examples(ref: DatasetRef, data_dir: str | os.PathLike | None = None) -> Examples:
+def load_examples(ref: DatasetRef, data_dir: str | os.PathLike | None = None, expected: str | None = None
+                  ) -> Examples:
     """The ref's rows, loaded once per process per content (a file replaced under a running process is read
-    again, and its new digest goes with it)."""
+    again, and its new digest goes with it). `expected`: the digest a cell or adapter was named with; other
+    content is refused before any work, so nothing is written under a name that is not its data's."""
     resolved = resolve_data_dir(data_dir)
-    return _load_examples_cached(ref.cache_key(), str(resolved) if resolved else None, content_digest(ref, resolved))
+    digest = content_digest(ref, resolved)
+    if expected is not None and digest != expected:
+        raise DataError(f"{data_key(ref)} is {digest} now, not {expected} as when the run was named (the file changed "
+                        "during the run); nothing was written. Run the grid again.")
+    return _load_examples_cached(ref.cache_key(), str(resolved) if resolved else None, digest)
 
 
 # --- what methods see ----------------------------------------------------------------------------

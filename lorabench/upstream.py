@@ -26,7 +26,6 @@ from pydantic import BaseModel
 from lorabench.adapters import CONFIG_FILE, WEIGHTS_FILE, LoraAdapter, load_adapter, save_adapter
 from lorabench.backbones import create_backbone
 from lorabench.data import Split, content_digest, data_key, load_examples, stratified_partition
-from lorabench.errors import DataError
 from lorabench.hashing import digest_json
 from lorabench.lora import Target, attach
 from lorabench.seeding import derive_seed, generator, seed_everything
@@ -67,14 +66,14 @@ def _accuracy(backbone, head, split: Split) -> float:
 
 
 def train_upstream_adapter(backbone_name: str, up: UpstreamSpec, prep: Preprocessing, recipe: UpstreamRecipe,
-                           data_dir: str | None, device: str, precision: str = "fp32"
+                           data_dir: str | None, device: str, precision: str = "fp32", data: str | None = None
                            ) -> tuple[LoraAdapter, list, dict[str, Any]]:
     """LoRA + head on the upstream task's training part; the head is discarded (as in the paper).
 
     A stratified `holdout_fraction` of the pool never trains: the adapter (with its head) is scored on it,
     beside a linear probe of the frozen backbone trained on the same training part, and both go into the
     adapter's metadata."""
-    examples = load_examples(up.train, data_dir)  # before the weights: the likelier error, and cheaper
+    examples = load_examples(up.train, data_dir, data)  # before the weights: the likelier error, and cheaper
     backbone = create_backbone(backbone_name, device)
     backbone.precision = precision
     per_class = examples.modality == "image"
@@ -146,8 +145,10 @@ def upstream_jobs(task: TaskSpec, backbone_name: str, data_dir: str | None, cach
     rec = task.upstream_training
     jobs, digests = [], {}  # many upstream pools are parts of one file: its digest is looked up once
     for up in task.upstream:
-        data = digests.get(data_key(up.train)) or digests.setdefault(data_key(up.train),
-                                                                     content_digest(up.train, data_dir, recorded))
+        key = data_key(up.train)
+        if key not in digests:
+            digests[key] = content_digest(up.train, data_dir, recorded)
+        data = digests[key]
         jobs.append(UpstreamJob(path=str(adapter_dir(root, backbone_name, up, task.preprocessing, rec, precision,
                                                      data=data)),
                                 backbone=backbone_name, upstream=up, preprocessing=task.preprocessing, recipe=rec,
@@ -170,12 +171,8 @@ def ensure_upstream_adapter(job: UpstreamJob, on_train: Callable[[str], None] | 
         if on_train:
             on_train(job.upstream.name)
         rec = job.recipe
-        adapter, targets, meta = train_upstream_adapter(job.backbone, job.upstream, job.preprocessing, rec,
-                                                        job.data_dir, job.device, job.precision)
-        if meta["data_digest"] != job.data:  # the file changed since the grid named this key: not this key's adapter
-            raise DataError(f"Upstream {job.upstream.name!r}: its data {data_key(job.upstream.train)} is "
-                            f"{meta['data_digest']} now, not {job.data} as when the grid started (the file changed "
-                            "during the run); nothing was stored. Run the grid again.")
+        adapter, targets, _ = train_upstream_adapter(job.backbone, job.upstream, job.preprocessing, rec, job.data_dir,
+                                                     job.device, job.precision, job.data)  # the key's data or nothing
         tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
         shutil.rmtree(tmp, ignore_errors=True)
         save_adapter(adapter, tmp, targets, rec.rank, rec.alpha)

@@ -122,3 +122,16 @@ def test_data_not_here_to_read_keeps_the_digest_recorded_with_it_and_hub_data_is
     assert content_digest(DatasetRef(name="nowhere", split="x"), None) == "missing"
     builtin = DatasetRef(name="sklearn_digits", split="all", builtin=True)
     assert content_digest(builtin, None).startswith("sha256:") and data_key(builtin) == "builtin/sklearn_digits"
+
+
+def test_a_file_changed_after_the_grid_was_named_writes_no_record_and_adapters_are_keyed_by_what_they_read(setup):
+    name, data, tmp_path = setup
+    cells = grid(name, data, tmp_path)  # named with the first file's digest
+    write_digits(data / "mydigits" / "train.parquet", changed=True)  # ... which changes before any work
+    report = run_grid(cells)
+    assert not report.done and len(report.failed) == 2
+    assert all("changed during the run" in why and "mydigits/train" in why for _, why in report.failed)
+    assert not list((tmp_path / "results").rglob("*.json"))
+    now = f"sha256:{digest_file(data / 'mydigits' / 'train.parquet')}"  # adapters are keyed when trained: by what
+    stored = [json.loads(p.read_text())["lorabench"] for p in (tmp_path / "cache").rglob("adapter_config.json")]
+    assert all(meta["data_digest"] == now for meta in stored)  # they read, never by the grid's stale name
