@@ -18,10 +18,18 @@ if [ -z "${NO_WHEELS:-}" ] && ls .whl/*.whl > /dev/null 2>&1; then
   python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site .whl/*.whl \
     || { echo "wheel install failed" | tee "$OUT/summary.txt"; exit 1; }
   export PYTHONPATH=/tmp/site
+  # datasets 5.2.0 needs pyarrow >= 24; with an older pyarrow (>= 21) the 5.0.0 wheel from .whl/alt goes first
+  if ! python3 -c "import sys, pyarrow; sys.exit(int(pyarrow.__version__.split('.')[0]) < 24)"; then
+    python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --target /tmp/site-alt .whl/alt/*.whl \
+      && export PYTHONPATH=/tmp/site-alt:/tmp/site
+  fi
 fi
 S="$OUT/summary.txt"
 { date -u; nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader 2>/dev/null || echo "no nvidia-smi"
-  python3 -c "import torch, pyarrow, datasets, pydantic, lorabench; print('torch', torch.__version__, 'cuda', torch.cuda.is_available(), 'pyarrow', pyarrow.__version__, 'datasets', datasets.__version__, 'pydantic', pydantic.__version__, 'lorabench', lorabench.__file__)"
+  for m in torch pyarrow datasets pydantic lorabench; do  # one at a time: a failing import names itself
+    python3 -c "import $m; print('$m', getattr($m, '__version__', ''), $m.__file__)" 2>&1 | tail -n 1
+  done
+  python3 -c "import torch; print('cuda available:', torch.cuda.is_available())"
 } 2>&1 | tee "$S"
 
 step() { echo "== $1: $(( $(date +%s) - T0 )) s" | tee -a "$S"; }
