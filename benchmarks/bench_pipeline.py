@@ -8,10 +8,10 @@ Three variants, run round by round (interleaved, so a busy machine slows all thr
   the device (what the step would cost if the data pipeline were free);
 - `pipeline`: `training.train_end_to_end` as upstream training calls it (EfficientNet-Lite0 + rank-16 LoRA
   + head, batch 32, the upstream recipe) on 128-px uint8 images: the support split moved to the device once,
-  random-resized-crop + flip views made in one batched product there, the non-finite-loss check every
-  `training.CHECK_EVERY` steps;
+  random-resized-crop + flip views made in one batched product there, host tensors sent through pinned memory
+  (`runtime.to_device`), the non-finite-loss check every `training.CHECK_EVERY` steps;
 - `per-image`: the same loop as it was before (views cropped and resized one image at a time on the host,
-  the loss read back every step), kept here as the reference.
+  pageable host-to-device copies, the loss read back every step), kept here as the reference.
 Images are random pixels: the cost does not depend on their content. Ratios use each variant's median round.
 """
 
@@ -24,7 +24,7 @@ import time
 import torch
 import torch.nn.functional as F
 
-from lorabench import training
+from lorabench import backbones, data, training
 from lorabench.backbones import create_backbone
 from lorabench.data import Split
 from lorabench.lora import attach
@@ -78,15 +78,25 @@ def bare_round(backbone, head, groups, recipe: UpstreamRecipe, steps: int) -> No
         opt.step()
 
 
+def pageable_copy(t: torch.Tensor, device) -> torch.Tensor:
+    return t.to(device)
+
+
 def pipeline_round(backbone, head, split, groups, recipe: UpstreamRecipe, steps: int, seed: int, before: bool) -> None:
-    saved = training.random_views, training.CHECK_EVERY, Split.to
-    if before:  # the loop as it ran before: data on the host, views per image, the loss read back every step
-        training.random_views, training.CHECK_EVERY, Split.to = per_image_views, 1, lambda self, device: self
+    """One round of `steps` steps; `before`: the loop as it ran before issue 26 (data on the host, views per
+    image, plain pageable copies, the loss read back every step)."""
+    patched = [(training, "random_views", per_image_views), (training, "CHECK_EVERY", 1),
+               (Split, "to", lambda self, device: self), (training, "to_device", pageable_copy),
+               (data, "to_device", pageable_copy), (backbones, "to_device", pageable_copy)] if before else []
+    saved = [(obj, name, getattr(obj, name)) for obj, name, _ in patched]
+    for obj, name, value in patched:
+        setattr(obj, name, value)
     try:
         training.train_end_to_end(backbone, head, groups, split, recipe, generator("bench", seed), steps=steps,
                                   trace_every=steps)
     finally:
-        training.random_views, training.CHECK_EVERY, Split.to = saved
+        for obj, name, value in saved:
+            setattr(obj, name, value)
 
 
 def bench(device: str, rounds: int, steps: int) -> dict[str, float]:

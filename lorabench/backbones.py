@@ -27,6 +27,7 @@ from lorabench.hashing import digest_bytes
 from lorabench.lora import Target, TargetRule, compose_once, find_targets
 from lorabench.precision import autocast
 from lorabench.registry import Registry
+from lorabench.runtime import to_device
 from lorabench.specs import MODALITIES, Preprocessing
 
 MC_TEMPERATURE = 20.0  # MiniLM choice head init: logits = 20·cos(question, choice), i.e. zero-shot
@@ -124,11 +125,10 @@ class Backbone:
 
     def _features(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:
         dev = self.device()
-        batch = {k: v.to(dev) for k, v in batch.items()}
+        batch = {k: to_device(v, dev) for k, v in batch.items()}
         if self.modality == "image":  # pixels: float 0..255 at the input size (Split.batch / views.random_views)
             x = batch["pixels"].float() / 255
-            mean = torch.tensor(self.mean, device=dev).view(1, -1, 1, 1)
-            std = torch.tensor(self.std, device=dev).view(1, -1, 1, 1)
+            mean, std = (to_device(torch.tensor(v).view(1, -1, 1, 1), dev) for v in (self.mean, self.std))
             x = (x - mean) / std
             if self.channels_last:
                 x = x.contiguous(memory_format=torch.channels_last)
@@ -167,7 +167,7 @@ class Backbone:
     def logits(head: nn.Module, feats: torch.Tensor, batch: dict[str, torch.Tensor]) -> torch.Tensor:
         out = head(feats)
         if "choice_mask" in batch:
-            out = out.squeeze(-1).masked_fill(~batch["choice_mask"].to(out.device), float("-inf"))
+            out = out.squeeze(-1).masked_fill(~to_device(batch["choice_mask"], out.device), float("-inf"))
         return out
 
 

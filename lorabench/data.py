@@ -20,6 +20,7 @@ import torch
 
 from lorabench.errors import ConfigError, DataError, DataNotFoundError
 from lorabench.hashing import digest_bytes, digest_file
+from lorabench.runtime import to_device
 from lorabench.seeding import derive_seed
 from lorabench.specs import DatasetRef, KValue, Modality
 from lorabench.views import resize
@@ -372,8 +373,9 @@ class Split:
                      class_names=self.class_names, meta=dict(self.meta))
 
     def batch(self, indices: torch.Tensor) -> dict[str, torch.Tensor]:
-        """The inputs of `indices`; images resized (only) to the task's input size, as float 0..255."""
-        out = {k: v[indices] for k, v in self.inputs.items()}
+        """The inputs of `indices`; images resized (only) to the task's input size, as float 0..255. Indices
+        on the host index a split on the device without the host waiting (`runtime.to_device`)."""
+        out = {k: v[to_device(indices, v.device)] for k, v in self.inputs.items()}
         if self.modality == "image" and "image_size" in self.meta:
             out["pixels"] = resize(out["pixels"], self.meta["image_size"])
         return out

@@ -21,7 +21,7 @@ from lorabench.backbones import Backbone
 from lorabench.data import Split
 from lorabench.errors import TrainingError
 from lorabench.hashing import digest_json, digest_module
-from lorabench.runtime import keep_freed_memory
+from lorabench.runtime import keep_freed_memory, to_device
 from lorabench.seeding import generator
 from lorabench.specs import Recipe, TrainingRecipe, UpstreamRecipe
 from lorabench.views import random_views
@@ -73,7 +73,9 @@ def extract_features(backbone: Backbone, split: Split, cache: bool | str | None 
         if key in _FEATURES:
             return _FEATURES[key]
     backbone.model.eval()
-    batch_size = batch_size or eval_batch_size(backbone.device())
+    dev = backbone.device()
+    batch_size = batch_size or eval_batch_size(dev)
+    split = on_device(split, dev)
     passes = []
     with torch.inference_mode():
         for v in range(max(views, 1)):
@@ -82,10 +84,10 @@ def extract_features(backbone: Backbone, split: Split, cache: bool | str | None 
             for i in range(0, len(split), batch_size):
                 idx = torch.arange(i, min(i + batch_size, len(split)))
                 batch = train_batch(split, idx, aug, gen) if views else split.batch(idx)
-                chunks.append(backbone.features(batch).float().cpu())
-            passes.append(torch.cat(chunks) if chunks else torch.empty(0, backbone.feature_dim))
+                chunks.append(backbone.features(batch).float())
+            passes.append(torch.cat(chunks) if chunks else torch.empty(0, backbone.feature_dim, device=dev))
         feats = torch.stack(passes) if views else passes[0]
-    feats = feats.clone()  # a normal tensor: heads train on these features, and autograd refuses inference tensors
+    feats = feats.cpu().clone()  # one read back; a normal tensor: autograd refuses inference tensors
     if key is not None:
         _FEATURES[key] = feats
     return feats
@@ -117,7 +119,13 @@ def _schedule(opt: torch.optim.Optimizer, kind: str, total: int) -> torch.optim.
 
 
 CHECK_EVERY = 25  # steps between the non-finite-loss checks: each reads the device (a host sync)
-DEVICE_DATA_BYTES = 8 << 30  # a training split up to this size moves to the device whole; a larger one stays put
+DEVICE_DATA_BYTES = 8 << 30  # a split (or feature bank) up to this size moves to the device whole; a larger one stays
+
+
+def on_device(split: Split, device: torch.device) -> Split:
+    """`split` moved to `device` once, if it fits (`DEVICE_DATA_BYTES`): its batches, resizes and views are then
+    made there, and only its uint8 pixels ever cross from the host."""
+    return split.to(device) if split.nbytes() <= DEVICE_DATA_BYTES else split
 
 
 def _check(losses: list[torch.Tensor], first: int, what: str) -> None:
@@ -182,10 +190,14 @@ def train_head(head: nn.Module, bank: torch.Tensor, split: Split, recipe: Traini
     dev = next(head.parameters()).device
     n = len(split)
     mc = split.modality == "multiple_choice"
+    if bank.element_size() * bank.nelement() <= DEVICE_DATA_BYTES:  # once, not a copy per step
+        bank = to_device(bank, dev)
+    labels = to_device(split.labels, bank.device)
 
     def loss_of(epoch: int, idx: torch.Tensor) -> torch.Tensor:
-        logits = Backbone.logits(head, bank[epoch % len(bank)][idx].to(dev), split.batch(idx) if mc else {})
-        return F.cross_entropy(logits, split.labels[idx].to(dev))
+        rows = to_device(idx, bank.device)
+        logits = Backbone.logits(head, to_device(bank[epoch % len(bank)][rows], dev), split.batch(idx) if mc else {})
+        return F.cross_entropy(logits, to_device(labels[rows], dev))
 
     log = run_steps([{"params": list(head.parameters()), "lr": lr}], recipe,
                     epochs * math.ceil(n / recipe.batch_size), _passes(n, recipe.batch_size, gen), loss_of,
@@ -231,8 +243,7 @@ def train_end_to_end(backbone: Backbone, head: nn.Module, groups: list[dict], sp
         raise ValueError(f"{frozen} of the {len(params)} parameters handed to end-to-end training do not require "
                          "grad; set requires_grad_(True) on them in the method's prepare().")
     backbone.model.eval()
-    if split.nbytes() <= DEVICE_DATA_BYTES:  # once: batches and their views are then made on the device
-        split = split.to(dev)
+    split = on_device(split, dev)  # once: batches and their views are then made on the device
     head_params = list(head.parameters())
     head_start = [p.detach().clone() for p in head_params]
     logged, scored = trace_points(steps, trace_every or max(1, steps // 20), 4 if monitor is not None and len(monitor)
@@ -252,8 +263,9 @@ def train_end_to_end(backbone: Backbone, head: nn.Module, groups: list[dict], sp
         trace.append(row)
 
     def loss_of(_: int, idx: torch.Tensor) -> torch.Tensor:
+        idx = to_device(idx, split.labels.device)  # queued, not waited for (an index on the host would be)
         batch = train_batch(split, idx, recipe, gen)
-        return F.cross_entropy(Backbone.logits(head, backbone.features(batch), batch), split.labels[idx].to(dev))
+        return F.cross_entropy(Backbone.logits(head, backbone.features(batch), batch), to_device(split.labels[idx], dev))
 
     if steps:
         record(0, None)
@@ -273,13 +285,17 @@ def predict(backbone: Backbone, head: nn.Module, split: Split, feats: torch.Tens
     backbone.model.eval()
     batch_size = batch_size or eval_batch_size(backbone.device())
     dev = next(head.parameters()).device
+    if feats is None or split.modality == "multiple_choice":
+        split = on_device(split, backbone.device())
+    if feats is not None:
+        feats = to_device(feats, dev)
     preds = []
     for i in range(0, len(split), batch_size):
         idx = torch.arange(i, min(i + batch_size, len(split)))
         batch = split.batch(idx) if feats is None or split.modality == "multiple_choice" else {}
-        f = feats[idx].to(dev) if feats is not None else backbone.features(batch)
-        preds.append(Backbone.logits(head, f, batch).argmax(-1).cpu())
-    return torch.cat(preds) if preds else torch.empty(0, dtype=torch.long)
+        f = feats[to_device(idx, feats.device)] if feats is not None else backbone.features(batch)
+        preds.append(Backbone.logits(head, f, batch).argmax(-1))
+    return torch.cat(preds).cpu() if preds else torch.empty(0, dtype=torch.long)  # one read back
 
 
 def count_params(params: Iterable[torch.nn.Parameter]) -> int:

@@ -68,12 +68,13 @@ def random_views(pixels: torch.Tensor, size: int, gen: torch.Generator, scale: t
     n, _, h, w = pixels.shape
     boxes = crop_boxes(n, h, w, gen, scale)
     flips = (torch.rand(n, generator=gen) < 0.5).tolist() if hflip else [False] * n
-    rows = torch.zeros(n, size, h)
-    cols = torch.zeros(n, size, w)
+    dev = pixels.device
+    pinned = dev.type == "cuda"  # built in pinned memory, the weights go to the device without the host waiting
+    rows = torch.zeros(n, size, h, pin_memory=pinned)
+    cols = torch.zeros(n, size, w, pin_memory=pinned)
     for i, ((top, left, bh, bw), flip) in enumerate(zip(boxes, flips)):
         rows[i, :, top:top + bh] = _resize_weights(bh, size)
         wx = _resize_weights(bw, size)
         cols[i, :, left:left + bw] = wx.flip(0) if flip else wx
-    dev = pixels.device
     rows, cols = rows.to(dev, non_blocking=True), cols.to(dev, non_blocking=True)
     return (rows[:, None] @ pixels.float() @ cols.transpose(1, 2)[:, None]).clamp_(0, 255)

@@ -114,6 +114,61 @@ def test_views_on_the_device_match_the_cpu():
     assert gpu.device.type == "cuda" and (gpu.cpu() - cpu).abs().max() < 1e-2
 
 
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+def test_training_and_inference_on_a_cuda_device_do_not_wait_for_it_each_step():
+    """Steps are queued, not waited for: the host syncs PyTorch reports (`set_sync_debug_mode`) grow with the
+    non-finite checks' reads (one per CHECK_EVERY steps), not by one or more per step (an index on the host, a
+    pageable copy, a tensor made on the device from a list each were one): end-to-end training on a split with
+    random views, head training on a feature bank, and feature extraction, each run short and long."""
+    import warnings
+
+    from lorabench.data import Split
+    from lorabench.lora import attach
+    from lorabench.specs import UpstreamRecipe
+    from lorabench.training import CHECK_EVERY, extract_features, train_end_to_end, train_head
+
+    backbone = create_backbone("efficientnet_lite0", "cuda")
+    recipe = UpstreamRecipe(batch_size=8)
+    for layer in attach(backbone.model, backbone.targets()).values():
+        layer.enable_lora(recipe.rank, recipe.alpha)
+    head = backbone.make_head(3).cuda()
+    groups = [{"params": [p for p in backbone.model.parameters() if p.requires_grad], "lr": 1e-4},
+              {"params": list(head.parameters()), "lr": 1e-3}]
+    g = torch.Generator().manual_seed(0)
+    split = Split(key="sync", inputs={"pixels": torch.randint(0, 256, (64, 3, 32, 32), dtype=torch.uint8, generator=g)},
+                  labels=torch.randint(0, 3, (64,), generator=g), num_classes=3, modality="image",
+                  meta={"image_size": 64})
+    bank = torch.randn(1, 64, backbone.feature_dim)
+
+    def syncs(fn) -> int:
+        torch.cuda.synchronize()
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            torch.cuda.set_sync_debug_mode("warn")
+            try:
+                fn()
+            finally:
+                torch.cuda.set_sync_debug_mode("default")
+        return sum("synchroniz" in str(w.message) for w in caught)
+
+    def e2e(steps):
+        return lambda: train_end_to_end(backbone, head, groups, split, recipe, generator("sync", steps), steps=steps,
+                                        trace_every=steps)
+
+    def heads(epochs):  # 8 steps per epoch
+        return lambda: train_head(head, bank, split, recipe, generator("sync"), epochs, 1e-3)
+
+    def features(n):
+        part = split.subset(torch.arange(n).numpy())
+        return lambda: extract_features(backbone, part, cache=False, batch_size=8)
+
+    e2e(10)(), heads(1)(), features(8)()  # warm-up: kernels chosen, allocators filled
+    extra = 2 * CHECK_EVERY
+    assert syncs(e2e(10 + extra)) - syncs(e2e(10)) <= 2 + 1  # two more checks (and one spare)
+    assert syncs(heads(2 + extra // 8)) - syncs(heads(2)) <= 2 + 1
+    assert syncs(features(64)) - syncs(features(8)) <= 1  # 8 batches against 1: the same reads
+
+
 @pytest.mark.parametrize("bad_step", [0, 7, 24, 25, 33, 39])
 def test_a_non_finite_loss_is_named_by_its_step_though_the_device_is_read_in_chunks(bad_step):
     """Losses are checked every CHECK_EVERY steps and at the end: the error still names the first bad step."""
