@@ -14,6 +14,7 @@ from __future__ import annotations
 import copy
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from functools import lru_cache
 from typing import Any
 
 import numpy as np
@@ -31,6 +32,14 @@ from lorabench.runtime import to_device
 from lorabench.specs import MODALITIES, Preprocessing
 
 MC_TEMPERATURE = 20.0  # MiniLM choice head init: logits = 20·cos(question, choice), i.e. zero-shot
+
+
+@lru_cache(maxsize=32)
+def _channel_constant(values: tuple[float, ...], device: torch.device) -> torch.Tensor:
+    """Per-channel normalisation constants [1, C, 1, 1] on `device`, made once there rather than copied from the
+    host in every forward; a normal tensor even when first asked for under inference mode (training saves it)."""
+    with torch.inference_mode(False):
+        return to_device(torch.tensor(values).view(1, -1, 1, 1), device)
 
 
 @dataclass
@@ -128,8 +137,7 @@ class Backbone:
         batch = {k: to_device(v, dev) for k, v in batch.items()}
         if self.modality == "image":  # pixels: float 0..255 at the input size (Split.batch / views.random_views)
             x = batch["pixels"].float() / 255
-            mean, std = (to_device(torch.tensor(v).view(1, -1, 1, 1), dev) for v in (self.mean, self.std))
-            x = (x - mean) / std
+            x = (x - _channel_constant(self.mean, dev)) / _channel_constant(self.std, dev)
             if self.channels_last:
                 x = x.contiguous(memory_format=torch.channels_last)
             return self.model(x)

@@ -190,7 +190,7 @@ def train_head(head: nn.Module, bank: torch.Tensor, split: Split, recipe: Traini
     dev = next(head.parameters()).device
     n = len(split)
     mc = split.modality == "multiple_choice"
-    if bank.element_size() * bank.nelement() <= DEVICE_DATA_BYTES:  # once, not a copy per step
+    if bank.nbytes <= DEVICE_DATA_BYTES:  # once, not a copy per step
         bank = to_device(bank, dev)
     labels = to_device(split.labels, bank.device)
 
@@ -285,14 +285,15 @@ def predict(backbone: Backbone, head: nn.Module, split: Split, feats: torch.Tens
     backbone.model.eval()
     batch_size = batch_size or eval_batch_size(backbone.device())
     dev = next(head.parameters()).device
-    if feats is None or split.modality == "multiple_choice":
+    inputs = feats is None or split.modality == "multiple_choice"  # the batches' inputs are read (QA: choice masks)
+    if inputs:
         split = on_device(split, backbone.device())
     if feats is not None:
         feats = to_device(feats, dev)
     preds = []
     for i in range(0, len(split), batch_size):
         idx = torch.arange(i, min(i + batch_size, len(split)))
-        batch = split.batch(idx) if feats is None or split.modality == "multiple_choice" else {}
+        batch = split.batch(idx) if inputs else {}
         f = feats[to_device(idx, feats.device)] if feats is not None else backbone.features(batch)
         preds.append(Backbone.logits(head, f, batch).argmax(-1))
     return torch.cat(preds).cpu() if preds else torch.empty(0, dtype=torch.long)  # one read back
